@@ -1,0 +1,80 @@
+"""Model registry: a name maps to a builder, its default configuration and the size multiple it needs.
+
+Builders are referenced as ``"module:function"`` strings and imported only when a model is built, so a
+broken or heavy model file never breaks ``import derain`` (the failure mode BasicSR users met for years).
+Other parts of the project add their networks with :func:`register`.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from derain.errors import DerainError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the toolkit needs to know about one network."""
+
+    name: str
+    builder: str  # "package.module:function", imported lazily
+    size_multiple: int  # input height and width must be multiples of this (inference pads to it)
+    default_config: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def resolve(self) -> Callable[..., nn.Module]:
+        module_name, _, attr = self.builder.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the registry (re-registering the same name replaces it)."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered under ``name``; a clear error listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise DerainError(f"unknown model {name!r}; known models: {known}") from None
+
+
+def list_specs() -> list[ModelSpec]:
+    """All registered models, sorted by name."""
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+    """Build model ``name`` from its default config updated with ``kwargs`` (random weights)."""
+    spec = get_spec(name)
+    config = {**spec.default_config, **kwargs}
+    try:
+        return spec.resolve()(**config)
+    except TypeError as exc:  # wrong keyword: a user mistake, worth one line
+        raise DerainError(f"cannot build {name!r} with {sorted(kwargs)}: {exc}") from None
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameter values in ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# The built-in networks. Each issue that adds a network adds one line here.
+register(ModelSpec(
+    name="restormer",
+    builder="derain.models.restormer:Restormer",
+    size_multiple=8,
+    default_config=dict(inp_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8],
+                        num_refinement_blocks=4, heads=[1, 2, 4, 8], ffn_expansion_factor=2.66,
+                        bias=False, LayerNorm_type="WithBias"),
+    description="Restormer (CVPR 2022), deraining configuration; loads the official deraining.pth",
+))
