@@ -1,0 +1,153 @@
+"""Command line: argument parsing only. Each subcommand calls one function elsewhere in the package.
+
+``derain photo.jpg`` is the short form of ``derain run photo.jpg``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from derain.errors import DerainError
+
+SUBCOMMANDS = ("run", "eval", "bench", "models")
+
+
+def _inference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="network name (see `derain models`); optional when the checkpoint names it")
+    p.add_argument("--weights", help="checkpoint file (.pth/.pt/.safetensors; official Restormer format accepted)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 autocast on GPUs, float32 on the CPU")
+    p.add_argument("--tile", type=int, default=512, help="tile side for large images, 0 = never tile (default 512)")
+    p.add_argument("--tile-overlap", type=int, default=64, help="pixels shared by neighbouring tiles (default 64)")
+    p.add_argument("--tile-threshold", type=float, default=1.0,
+                   help="tile images larger than this many megapixels (default 1.0)")
+    p.add_argument("--ensemble", action="store_true", help="x8 flip/rotation self-ensemble (8x slower)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="derain", description="Remove rain from photos; train, evaluate and "
+                                     "compare restoration networks. Short form: derain PHOTO... [-o OUT]")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="derain images, folders or globs")
+    run.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    run.add_argument("-o", "--output", default="derained", help="output folder (default ./derained)")
+    run.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    run.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output format (default: as input)")
+    run.add_argument("--shard", help="process only part I of N of the files (0-based), e.g. 0/4")
+    _inference_args(run)
+
+    ev = sub.add_parser("eval", help="score result images against ground truth, or NIQE without it")
+    ev.add_argument("--pred", help="folder of results (named after the inputs or the targets)")
+    ev.add_argument("--gt", help="ground-truth folder, or a paired dataset folder (e.g. rain100l)")
+    ev.add_argument("--protocol", default="matlab-y", help="matlab-y (default), rgb or skimage-rgb")
+    ev.add_argument("--no-reference", nargs="+", metavar="INPUT", help="NIQE of these images/folders")
+    ev.add_argument("--out", help="write per-image CSV and JSON summary to OUT(.csv|.json)")
+
+    bench = sub.add_parser("bench", help="run a model over benchmark sets and print a paper-style table")
+    bench.add_argument("model_or_checkpoint", help="a model name or a checkpoint file")
+    bench.add_argument("datasets", nargs="+", metavar="DATASET_DIR", help="paired sets (or folders of sets)")
+    bench.add_argument("--protocol", default="matlab-y", help="matlab-y (default), rgb or skimage-rgb")
+    bench.add_argument("--save", help="also write the restored images to SAVE/<set>/")
+    bench.add_argument("--limit", type=int, help="only the first N pairs of each set")
+    _inference_args(bench)
+
+    sub.add_parser("models", help="list the available networks")
+    return parser
+
+
+def _options(args: argparse.Namespace):
+    from derain.infer import InferenceOptions
+    return InferenceOptions(tile=args.tile, tile_overlap=args.tile_overlap,
+                            tile_threshold=int(args.tile_threshold * 1e6), ensemble=args.ensemble,
+                            precision=args.precision)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from derain.runner import RunJob, parse_shard, run
+    job = RunJob(inputs=args.inputs, output_dir=Path(args.output), model=args.model, weights=args.weights,
+                 device=args.device, options=_options(args), overwrite=args.overwrite,
+                 shard=parse_shard(args.shard) if args.shard else None,
+                 suffix=f".{args.format}" if args.format else None, quiet=args.quiet)
+    report = run(job)
+    print(f"derain: wrote {len(report.written)} image(s) to {job.output_dir}"
+          + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))
+    if report.failed:
+        raise DerainError(f"{len(report.failed)} image(s) failed: " + ", ".join(str(p) for p, _ in report.failed[:5]))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from derain import evaluate
+    if args.no_reference:
+        results = [evaluate.score_no_reference(args.no_reference)]
+        s = results[0]
+        print(evaluate.format_table(["images", "NIQE (lower is better)"], [[str(len(s.images)), f"{s.mean('niqe'):.4f}"]]))
+        print("protocol: niqe: standard pristine model, 96x96 blocks, rounded BT.601 studio-swing Y")
+        protocol = "niqe"
+    else:
+        if not (args.pred and args.gt):
+            raise DerainError("eval needs --pred DIR and --gt DIR (or --no-reference DIR for NIQE)")
+        from derain.metrics import PROTOCOLS
+        if args.protocol not in PROTOCOLS:
+            raise DerainError(f"unknown protocol {args.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        sets = evaluate.ground_truth_sets(Path(args.pred), Path(args.gt))
+        results = evaluate.score_sets(sets, args.protocol)
+        print(evaluate.full_reference_table(results, args.protocol))
+        protocol = args.protocol
+    if args.out:
+        csv_path, json_path = evaluate.write_reports(results, Path(args.out), protocol)
+        print(f"derain: per-image scores in {csv_path}, summary in {json_path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from derain.bench import BenchJob, bench_table, run_bench
+    target = args.model_or_checkpoint
+    is_file = Path(target).is_file() or Path(target).suffix in (".pth", ".pt", ".safetensors", ".ckpt")
+    job = BenchJob(model=args.model if is_file else target, weights=target if is_file else args.weights,
+                   datasets=args.datasets, protocol=args.protocol, device=args.device, options=_options(args),
+                   save_dir=Path(args.save) if args.save else None, limit=args.limit, quiet=args.quiet)
+    print(bench_table(run_bench(job)))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from derain.models import build, count_parameters, list_specs
+    from derain.evaluate import format_table
+    rows = []
+    for spec in list_specs():
+        config = ", ".join(f"{k}={v}" for k, v in spec.default_config.items())
+        rows.append([spec.name, f"{count_parameters(build(spec.name)):,}", str(spec.size_multiple), config])
+    print(format_table(["model", "parameters", "size multiple", "default config"], rows))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``derain`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "run")  # short form: derain photo.jpg
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except DerainError as exc:
+        print(f"derain: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("derain: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

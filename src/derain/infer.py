@@ -1,0 +1,238 @@
+"""Running a restoration network on one image tensor: padding, tiling, self-ensemble, precision.
+
+Everything here works on tensors of shape (1, C, H, W) in [0, 1]; reading and writing files is the job of
+:mod:`derain.runner`. The network is any ``nn.Module`` mapping an image to an image of the same size whose
+height and width must be multiples of ``size_multiple``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from derain.errors import DerainError
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class InferenceOptions:
+    """How to run a network on an image.
+
+    ``tile``: tile side in pixels, 0 to never tile; images with more than ``tile_threshold`` pixels are
+    processed in overlapping tiles of this size, blended with smooth weights (memory stays bounded by the
+    tile, not the photo). ``tile_overlap`` should cover the network's receptive field for tiled and whole
+    results to agree. ``ensemble`` averages the 8 flips/rotations (x8 self-ensemble, 8x the time).
+    """
+
+    tile: int = 512
+    tile_overlap: int = 64
+    tile_threshold: int = 1024 * 1024
+    ensemble: bool = False
+    precision: str = "auto"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; an explicit GPU that is absent is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DerainError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DerainError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DerainError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None means plain float32.
+
+    ``auto`` is bf16 on GPUs that support it and float32 on the CPU (the CPU fast path is opt-in so that the
+    default result is the reference float32 one).
+    """
+    if precision not in PRECISIONS:
+        raise DerainError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if precision == "fp16" and device.type == "cpu":
+        raise DerainError("fp16 is not supported on the CPU; use --precision bf16 or fp32")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad bottom and right so H and W become multiples of ``multiple`` (as the official tests do).
+
+    Reflection needs the pad to be smaller than the side; tiny images fall back to edge replication.
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def padded_forward(model: nn.Module, multiple: int, device: torch.device,
+                   dtype: torch.dtype | None) -> Forward:
+    """A function image -> restored image that pads to ``multiple``, runs ``model`` and crops back."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        with torch.no_grad(), _autocast(device, dtype):
+            y = model(pad_to_multiple(x.to(device), multiple))
+        return y[..., :h, :w].float()
+
+    return forward
+
+
+# The 8 elements of the dihedral group as (number of 90-degree rotations, horizontal flip).
+_DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def ensemble_forward(forward: Forward) -> Forward:
+    """x8 self-ensemble: average ``forward`` over the 8 flips/rotations, each mapped back."""
+
+    def wrapped(x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for k, flip in _DIHEDRAL:
+            t = torch.flip(x, dims=(-1,)) if flip else x
+            y = forward(torch.rot90(t, k, dims=(-2, -1)))
+            y = torch.rot90(y, -k, dims=(-2, -1))
+            y = torch.flip(y, dims=(-1,)) if flip else y
+            total = y if total is None else total + y
+        return total / len(_DIHEDRAL)
+
+    return wrapped
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``length`` with at least ``overlap`` shared pixels.
+
+    Tiles are spread evenly, so the overlaps are all about the same size and the last tile ends exactly at
+    the border (no tile sticks out, no tiny leftover tile).
+    """
+    if length <= tile:
+        return [0]
+    if overlap >= tile:
+        raise DerainError(f"tile overlap ({overlap}) must be smaller than the tile size ({tile})")
+    count = math.ceil((length - overlap) / (tile - overlap))
+    step = (length - tile) / (count - 1)
+    return [round(i * step) for i in range(count)]
+
+
+def _ramp(length: int, start_fade: bool, end_fade: bool, overlap: int, device: torch.device) -> torch.Tensor:
+    """1-D blending weight of one tile side: ~0 on a guard band at faded ends, then a raised cosine up to 1.
+
+    The guard band (a quarter of the overlap) hides the pixels a network computes wrongly near a tile's cut
+    edge (its zero padding reaches them); the neighbouring tile has full weight there. Weights stay
+    strictly positive so every pixel's total weight is positive.
+    """
+    w = torch.ones(length, device=device)
+    if overlap <= 0:
+        return w
+    n = min(overlap, length)
+    guard = n // 4
+    rise = n - guard
+    ramp = torch.full((n,), 1e-6, device=device)
+    ramp[guard:] = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(rise, device=device) + 0.5) / rise)
+    ramp.clamp_(min=1e-6)
+    if start_fade:
+        w[:n] = torch.minimum(w[:n], ramp)
+    if end_fade:
+        w[length - n:] = torch.minimum(w[length - n:], ramp.flip(0))
+    return w
+
+
+def iter_tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
+    """(top, left, height, width) of every tile of an ``h`` x ``w`` image."""
+    for top in tile_starts(h, tile, overlap):
+        for left in tile_starts(w, tile, overlap):
+            yield top, left, min(tile, h - top), min(tile, w - left)
+
+
+def tiled_forward(forward: Forward, tile: int, overlap: int,
+                  progress: Callable[[int], None] | None = None) -> Forward:
+    """Apply ``forward`` to overlapping tiles and blend them with smooth weights.
+
+    Outputs are accumulated on the CPU in float32, so the peak memory is one tile's activations plus three
+    image-sized buffers, whatever the photo's size.
+    """
+
+    def wrapped(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        out = torch.zeros((x.shape[0], x.shape[1], h, w), dtype=torch.float32)
+        weight = torch.zeros((1, 1, h, w), dtype=torch.float32)
+        tops, lefts = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+        for top, left, th, tw in iter_tiles(h, w, tile, overlap):
+            y = forward(x[..., top:top + th, left:left + tw]).cpu()
+            # Only edges shared with a neighbour fade; the image border keeps full weight.
+            wy = _ramp(th, top > 0, top != tops[-1], overlap, y.device)
+            wx = _ramp(tw, left > 0, left != lefts[-1], overlap, y.device)
+            mask = (wy[:, None] * wx[None, :])[None, None]
+            out[..., top:top + th, left:left + tw] += y * mask
+            weight[..., top:top + th, left:left + tw] += mask
+            if progress is not None:
+                progress(1)
+        return out / weight
+
+    return wrapped
+
+
+def count_tiles(h: int, w: int, options: InferenceOptions, size_multiple: int = 1) -> int:
+    """How many tiles one image of ``h`` x ``w`` is cut into (1 when it runs whole)."""
+    if not needs_tiling(h, w, options):
+        return 1
+    h, w = h + (-h) % size_multiple, w + (-w) % size_multiple
+    return len(tile_starts(h, options.tile, options.tile_overlap)) * len(tile_starts(w, options.tile, options.tile_overlap))
+
+
+def needs_tiling(h: int, w: int, options: InferenceOptions) -> bool:
+    """Tile when tiling is enabled and the image is over the pixel threshold or larger than a tile."""
+    return options.tile > 0 and (h * w > options.tile_threshold) and (h > options.tile or w > options.tile)
+
+
+def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: InferenceOptions | None = None,
+            device: torch.device | None = None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Restore ``image`` (1 x C x H x W, float in [0, 1]) with ``model``; returns a CPU float32 tensor in [0, 1].
+
+    Pads to ``size_multiple`` (reflect) and crops back, tiles large images, and optionally runs the x8
+    self-ensemble, all under the requested precision.
+    """
+    options = options or InferenceOptions()
+    device = device or next(model.parameters()).device
+    if options.tile > 0 and options.tile % size_multiple:
+        raise DerainError(f"tile size {options.tile} must be a multiple of {size_multiple} for this model")
+    forward = padded_forward(model, size_multiple, device, autocast_dtype(options.precision, device))
+    if options.ensemble:
+        forward = ensemble_forward(forward)
+    h, w = image.shape[-2:]
+    if not needs_tiling(h, w, options):
+        y = forward(image).cpu()
+        if progress is not None:
+            progress(1)
+        return y.clamp(0, 1)
+    # Pad the whole image once, so tiles at the border see the same reflected pixels as a whole-image pass.
+    padded = pad_to_multiple(image, size_multiple)
+    y = tiled_forward(forward, options.tile, options.tile_overlap, progress)(padded)
+    return y[..., :h, :w].clamp(0, 1)

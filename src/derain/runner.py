@@ -1,0 +1,158 @@
+"""Deraining files and folders: the job behind ``derain run``.
+
+Reads images, restores them with :func:`derain.infer.restore`, writes them under the output folder with
+their own names, bit depth and EXIF. Existing outputs are skipped unless ``overwrite`` is set; an input file
+is never overwritten. Large folders can be split between processes with ``shard`` (or automatically under
+``torchrun``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from derain.checkpoints import load_model
+from derain.errors import DerainError
+from derain.imageio import expand_inputs, read_image, write_image
+from derain.infer import InferenceOptions, count_tiles, resolve_device, restore
+from derain.models import get_spec
+from derain.weights import default_checkpoint
+
+
+@dataclass
+class RunJob:
+    """Everything ``derain run`` needs to know."""
+
+    inputs: list[str]
+    output_dir: Path
+    model: str | None = None
+    weights: str | None = None
+    device: str = "auto"
+    options: InferenceOptions = field(default_factory=InferenceOptions)
+    overwrite: bool = False
+    shard: tuple[int, int] | None = None
+    suffix: str | None = None  # output format, e.g. ".png"; None keeps each input's own suffix
+    quiet: bool = False
+
+
+@dataclass
+class RunReport:
+    """What a run did, file by file."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise DerainError(f"--shard expects I/N such as 0/4, got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise DerainError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def torchrun_shard() -> tuple[int, int] | None:
+    """(rank, world size) when launched by torchrun with several processes, else None."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+
+
+def shard_files(files: list[Path], shard: tuple[int, int] | None) -> list[Path]:
+    """The files this process handles: every n-th one starting at i (sizes stay balanced)."""
+    if shard is None:
+        return files
+    index, count = shard
+    return files[index::count]
+
+
+def output_paths(files: list[Path], output_dir: Path, suffix: str | None) -> list[Path]:
+    """Output path of each input; two inputs that would land on the same output are an error."""
+    outputs = [output_dir / (f.stem + suffix if suffix else f.name) for f in files]
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(files, outputs):
+        if dst in seen:
+            raise DerainError(f"{seen[dst]} and {src} would both be written to {dst}; run them separately")
+        if dst.resolve() == src.resolve():
+            raise DerainError(f"output {dst} is the input itself; choose another output folder with -o")
+        seen[dst] = src
+    return outputs
+
+
+def prepare_output_dir(output_dir: Path) -> None:
+    """Create ``output_dir`` if needed and check it can be written, with one clear line if not."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DerainError(f"cannot create output folder {output_dir}: {exc.strerror}") from None
+    if not output_dir.is_dir():
+        raise DerainError(f"output path {output_dir} exists and is not a folder")
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise DerainError(f"output folder {output_dir} is not writable")
+
+
+def resolve_weights(model: str | None, weights: str | None) -> str:
+    """The checkpoint to use: the one given, else the bundled default model, else a clear error."""
+    if weights is not None:
+        return weights
+    bundled = default_checkpoint()
+    if bundled is not None and model is None:
+        return str(bundled)
+    what = f"no trained weights for {model!r} are bundled" if model else "no trained default model is bundled yet"
+    raise DerainError(f"{what}; pass --weights CHECKPOINT (and --model NAME if the checkpoint does not name "
+                      "its network, e.g. --model restormer for the official deraining.pth)")
+
+
+def run(job: RunJob) -> RunReport:
+    """Restore every input image of ``job``; per-file problems are collected, not fatal, until the end."""
+    files = expand_inputs(job.inputs)
+    shard = job.shard or torchrun_shard()
+    files = shard_files(files, shard)
+    outputs = output_paths(files, job.output_dir, job.suffix)
+    prepare_output_dir(job.output_dir)
+
+    report = RunReport()
+    todo = []
+    for src, dst in zip(files, outputs):
+        if dst.exists() and not job.overwrite:
+            report.skipped.append(dst)
+        else:
+            todo.append((src, dst))
+    if not todo:
+        return report
+
+    device_name = job.device
+    if device_name == "auto" and shard is not None and torch.cuda.is_available():
+        device_name = f"cuda:{int(os.environ.get('LOCAL_RANK', shard[0])) % torch.cuda.device_count()}"
+    device = resolve_device(device_name)
+    model, name = load_model(job.model, resolve_weights(job.model, job.weights))
+    model.to(device)
+    multiple = get_spec(name).size_multiple
+
+    bar = tqdm(total=len(todo), unit="img", disable=job.quiet, desc=f"derain ({name}, {device.type})")
+    for src, dst in todo:
+        try:
+            image = read_image(src)
+            x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
+            h, w = x.shape[-2:]
+            tiles = count_tiles(h, w, job.options, multiple)
+            tile_bar = tqdm(total=tiles, unit="tile", leave=False, disable=job.quiet or tiles == 1,
+                            desc=src.name)
+            y = restore(model, x, multiple, job.options, device, progress=tile_bar.update)
+            tile_bar.close()
+            write_image(dst, y[0].permute(1, 2, 0).numpy(), bit_depth=image.bit_depth,
+                        exif=image.exif, icc_profile=image.icc_profile)
+            report.written.append(dst)
+        except DerainError as exc:
+            report.failed.append((src, str(exc)))
+            tqdm.write(f"derain: error: {exc}", file=sys.stderr)
+        bar.update(1)
+    bar.close()
+    return report

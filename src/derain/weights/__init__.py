@@ -1,0 +1,13 @@
+"""The bundled default model: a trained checkpoint shipped inside the package, so that ``derain photo.jpg``
+works with nothing downloaded. Until one is trained and added here, :func:`default_checkpoint` is None."""
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_NAME = "default.pt"
+
+
+def default_checkpoint() -> Path | None:
+    """Path of the bundled default checkpoint, or None when the package ships none."""
+    path = Path(__file__).with_name(DEFAULT_NAME)
+    return path if path.is_file() else None

@@ -1,0 +1,126 @@
+"""Inference engine: padding, tiling with blending, self-ensemble, precision and device choice."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from derain.errors import DerainError
+from derain.infer import (InferenceOptions, autocast_dtype, count_tiles, ensemble_forward, pad_to_multiple,
+                          resolve_device, restore, tile_starts)
+
+
+class LocalConvNet(nn.Module):
+    """A random 4-layer 3x3 conv net: receptive radius 4 px, so tiles with enough overlap must agree."""
+
+    def __init__(self, multiple: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.multiple = multiple
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.GELU(), nn.Conv2d(16, 16, 3, padding=1),
+                                  nn.GELU(), nn.Conv2d(16, 16, 3, padding=1), nn.GELU(), nn.Conv2d(16, 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-2] % self.multiple == 0 and x.shape[-1] % self.multiple == 0, x.shape
+        return x + 0.1 * self.body(x)
+
+
+def load_tensor(path) -> torch.Tensor:
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None]
+
+
+@pytest.fixture
+def rainy(shared) -> torch.Tensor:
+    return load_tensor(shared("data/rain100l/rainy/rain-001.png"))
+
+
+def test_pad_to_multiple_reflects_bottom_right(rainy):
+    padded = pad_to_multiple(rainy, 8)
+    assert padded.shape[-2:] == (328, 488)
+    torch.testing.assert_close(padded[..., :321, :481], rainy)
+    # Reflection about the last row/column, as the official test script pads.
+    torch.testing.assert_close(padded[..., 321, :481], rainy[..., 319, :])
+    torch.testing.assert_close(padded[..., :321, 481], rainy[..., :, 479])
+
+
+def test_pad_tiny_image_falls_back_to_replicate():
+    x = torch.rand(1, 3, 3, 5)
+    padded = pad_to_multiple(x, 8)
+    assert padded.shape[-2:] == (8, 8)
+    torch.testing.assert_close(padded[..., 7, 4], x[..., 2, 4])
+
+
+def test_restore_crops_back_and_clamps(rainy):
+    y = restore(LocalConvNet(), rainy, 8)
+    assert y.shape == rainy.shape
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert float((y - rainy).abs().mean()) > 1e-3  # the network did something
+
+
+@pytest.mark.parametrize("tile,overlap", [(128, 32), (96, 16), (200, 64)])
+def test_tiled_matches_whole_image(rainy, tile, overlap):
+    model = LocalConvNet()
+    whole = restore(model, rainy, 8, InferenceOptions(tile=0))
+    opts = InferenceOptions(tile=tile - tile % 8, tile_overlap=overlap, tile_threshold=0)
+    assert count_tiles(321, 481, opts) > 4
+    tiled = restore(model, rainy, 8, opts)
+    assert float((tiled - whole).abs().max()) < 1e-3
+
+
+def test_tiles_cover_the_image_with_enough_overlap():
+    for length in (100, 481, 2848, 4288):
+        for tile, overlap in ((128, 32), (512, 64)):
+            starts = tile_starts(length, tile, overlap)
+            assert starts[0] == 0 and min(length, starts[-1] + tile) == length
+            gaps = [b - a for a, b in zip(starts, starts[1:])]
+            assert all(tile - g >= overlap for g in gaps)
+
+
+def test_ensemble_of_equivariant_model_is_identity_and_of_biased_model_averages():
+    x = torch.rand(1, 3, 16, 24)
+    torch.testing.assert_close(ensemble_forward(lambda t: t)(x), x)
+    # A model that adds a horizontal ramp is not flip-invariant: the ensemble averages the ramp away to
+    # its mean, which is what x8 self-ensemble is supposed to do.
+    def ramp(t: torch.Tensor) -> torch.Tensor:
+        return t + torch.linspace(0, 1, t.shape[-1])
+    out = ensemble_forward(ramp)(torch.zeros(1, 3, 8, 8))
+    torch.testing.assert_close(out, torch.full((1, 3, 8, 8), 0.5))
+
+
+def test_ensemble_restore_keeps_size(rainy):
+    y = restore(LocalConvNet(), rainy[..., :40, :56], 8, InferenceOptions(ensemble=True))
+    assert y.shape == (1, 3, 40, 56)
+
+
+def test_precision_choices():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) is None
+    assert autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    with pytest.raises(DerainError, match="fp16"):
+        autocast_dtype("fp16", cpu)
+    with pytest.raises(DerainError, match="unknown precision"):
+        autocast_dtype("int4", cpu)
+
+
+def test_bf16_close_to_fp32(rainy):
+    model = LocalConvNet()
+    crop = rainy[..., :64, :64]
+    fp32 = restore(model, crop, 8, InferenceOptions(precision="fp32"))
+    bf16 = restore(model, crop, 8, InferenceOptions(precision="bf16"))
+    assert 0 < float((fp32 - bf16).abs().max()) < 0.05
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on machines without a GPU")
+def test_absent_gpu_is_a_clear_error():
+    with pytest.raises(DerainError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_tile_must_fit_the_size_multiple(rainy):
+    with pytest.raises(DerainError, match="multiple of 8"):
+        restore(LocalConvNet(), rainy, 8, InferenceOptions(tile=100, tile_threshold=0))
