@@ -53,6 +53,9 @@ class BenchResult:
 
 def run_bench(job: BenchJob) -> BenchResult:
     """Restore every pair of every set in ``job.datasets`` and score it against its target."""
+    if job.model is not None:
+        get_spec(job.model)  # an unknown model name is the first thing to report, before scanning data
+    weights = resolve_weights(job.model, job.weights)
     sets = {}
     for root in job.datasets:
         for name, pairs in find_datasets(Path(root)).items():
@@ -60,7 +63,7 @@ def run_bench(job: BenchJob) -> BenchResult:
                 raise DerainError(f"two benchmark sets are both named {name!r}; pass them in separate runs")
             sets[name] = pairs[: job.limit] if job.limit else pairs
     device = resolve_device(job.device)
-    model, name = load_model(job.model, resolve_weights(job.model, job.weights))
+    model, name = load_model(job.model, weights)
     model.to(device)
     multiple = get_spec(name).size_multiple
 

@@ -1,0 +1,167 @@
+"""Reading and writing model checkpoints in the formats people actually have.
+
+Accepted on load:
+
+- a bare ``state_dict``;
+- ``{'params': ...}`` / ``{'params_ema': ...}`` (BasicSR, the official Restormer release);
+- ``{'state_dict': ...}`` / ``{'model': ...}`` (Lightning-style and most training scripts);
+- our self-describing format ``{'format': 'derain', 'model': name, 'config': {...}, 'params': ...}``, which lets
+  ``derain run --weights FILE`` rebuild the network without being told its name or configuration;
+- ``.safetensors`` files (when the ``safetensors`` package is installed), with our JSON header in the metadata.
+
+``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes are stripped. Files are always read
+with ``map_location='cpu'`` and ``weights_only=True``: a GPU checkpoint loads on a CPU-only laptop, and a
+checkpoint file cannot run code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from derain.errors import DerainError
+from derain.models import build, get_spec
+
+FORMAT_TAG = "derain"
+_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw object stored in ``path`` (a dict), loaded on the CPU without executing code."""
+    path = Path(path)
+    if not path.is_file():
+        raise DerainError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DerainError(f"cannot read checkpoint {path}: {first}") from None
+    if not isinstance(obj, Mapping):
+        raise DerainError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of weights")
+    return dict(obj)
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise DerainError("reading .safetensors needs the 'safetensors' package: pip install safetensors") from None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types
+        raise DerainError(f"cannot read checkpoint {path}: {exc}") from None
+    if meta.get("format") == FORMAT_TAG:
+        header = json.loads(meta.get("derain", "{}"))
+        return {"format": FORMAT_TAG, "params": tensors, **header}
+    return tensors
+
+
+def extract_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint in any accepted wrapping, with wrapper prefixes removed."""
+    state: Any = obj
+    for _ in range(3):  # wrappers nest at most a couple of levels (e.g. {'state_dict': {'model': ...}})
+        if any(isinstance(v, torch.Tensor) for v in state.values()):
+            break
+        inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise DerainError(f"no weights found in checkpoint (top-level keys: {', '.join(map(str, list(obj)[:6]))})")
+    return {_strip_prefixes(k): v for k, v in tensors.items()}
+
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint") -> nn.Module:
+    """Load ``state`` into ``model`` strictly; a mismatch is one line naming the first offending keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+            if keys:
+                more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+                parts.append(f"{label} {len(keys)}: {', '.join(keys[:3])}{more}")
+        raise DerainError(f"{what} does not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(dict(state), strict=True)
+    return model
+
+
+def load_model(model: str | None, weights: str | Path) -> tuple[nn.Module, str]:
+    """Build the network a checkpoint needs and load it; returns (model in eval mode, model name).
+
+    A self-describing checkpoint supplies its model name and configuration; otherwise ``model`` names a
+    registered network built with its default configuration (e.g. the official ``deraining.pth``).
+    """
+    obj = read_checkpoint(weights)
+    described = obj.get("format") == FORMAT_TAG
+    name = model or (obj.get("model") if described else None)
+    if name is None:
+        raise DerainError(f"{weights} does not say which network it holds; pass --model NAME "
+                          f"(see `derain models`)")
+    spec = get_spec(name)
+    config = dict(obj.get("config") or {}) if described and obj.get("model") == name else {}
+    if described and obj.get("model") not in (None, name):
+        raise DerainError(f"{weights} is a checkpoint of model {obj.get('model')!r}, not {name!r}")
+    net = build(spec.name, **config)
+    load_weights(net, extract_state_dict(obj), what=f"checkpoint {Path(weights).name}")
+    return net.eval(), spec.name
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, config: Mapping[str, Any],
+                    extra: Mapping[str, Any] | None = None) -> Path:
+    """Write a self-describing checkpoint atomically (``.safetensors`` or torch format by suffix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header = {"model": model_name, "config": _plain(dict(config)), **_plain(dict(extra or {}))}
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import save_file
+        except ImportError:
+            raise DerainError("writing .safetensors needs the 'safetensors' package: pip install safetensors") from None
+        save_file(params, str(tmp), metadata={"format": FORMAT_TAG, "derain": json.dumps(header)})
+    else:
+        torch.save({"format": FORMAT_TAG, "params": params, **header}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """Config values as plain Python types, so the file loads with ``weights_only=True`` and as JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return str(value)

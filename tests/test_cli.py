@@ -1,0 +1,173 @@
+"""End to end through the command line: run, eval, bench, models, and the one-line errors."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from derain.checkpoints import save_checkpoint
+from derain.cli import main
+from derain.models import build
+
+TINY = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 2, 2], ffn_expansion_factor=2.0)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    """A small self-describing Restormer checkpoint with random (but non-trivial) weights."""
+    torch.manual_seed(0)
+    model = build("restormer", **TINY)
+    with torch.no_grad():
+        model.output.weight.mul_(0.01)  # keep the output close to the input: a plausible "derainer"
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, model, "restormer", TINY)
+    return path
+
+
+@pytest.fixture
+def rainy_dir(shared, tmp_path) -> Path:
+    """Three real Rain100L rainy images in a folder of their own."""
+    src = shared("data/rain100l/rainy")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("rain-001.png", "rain-002.png", "rain-010.png"):
+        shutil.copy(src / name, folder / name)
+    return folder
+
+
+def run_cli(*args: str, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_folder_keeps_names_and_sizes_then_skips(rainy_dir, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli("run", rainy_dir, "-o", out, "--weights", tiny_checkpoint, "-q", capsys=capsys)
+    assert code == 0, stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["rain-001.png", "rain-002.png", "rain-010.png"]
+    for name in names:
+        src, dst = Image.open(rainy_dir / name), Image.open(out / name)
+        assert src.size == dst.size
+        assert not np.array_equal(np.asarray(src), np.asarray(dst))
+    stamp = (out / "rain-001.png").stat().st_mtime_ns
+    code, stdout, _ = run_cli("run", rainy_dir, "-o", out, "--weights", tiny_checkpoint, "-q", capsys=capsys)
+    assert code == 0 and "skipped 3" in stdout
+    assert (out / "rain-001.png").stat().st_mtime_ns == stamp
+    code, stdout, _ = run_cli("run", rainy_dir / "rain-001.png", "-o", out, "--weights", tiny_checkpoint,
+                              "--overwrite", "-q", capsys=capsys)
+    assert code == 0 and "wrote 1" in stdout
+
+
+def test_short_form_and_tiling_agree_with_the_api(rainy_dir, tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(rainy_dir / "rain-002.png", "--weights", tiny_checkpoint, "-q", capsys=capsys)
+    assert code == 0, err
+    written = np.asarray(Image.open(tmp_path / "derained" / "rain-002.png"))
+    import derain
+    from derain.imageio import read_image
+    model, name = derain.load_model(None, tiny_checkpoint)
+    api = derain.derain(read_image(rainy_dir / "rain-002.png").pixels, model, name)
+    assert np.abs(np.rint(api * 255) - written).max() <= 1
+
+
+def test_shards_split_a_folder(rainy_dir, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    for shard in ("0/2", "1/2"):
+        code, _, err = run_cli("run", rainy_dir, "-o", out, "--weights", tiny_checkpoint, "--shard", shard,
+                               "-q", capsys=capsys)
+        assert code == 0, err
+    assert len(list(out.iterdir())) == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "nope/missing.png", "--weights", "W"], "missing.png"),
+    (["run", "IN", "--weights", "nope.pth"], "nope.pth"),
+    (["run", "IN"], "--weights"),
+    (["run", "IN", "--weights", "W", "--device", "cuda"], "GPU"),
+    (["run", "IN", "--weights", "W", "--shard", "3/2"], "--shard"),
+    (["run", "IN", "--weights", "BARE", "--model", "restormer"], "does not fit"),
+    (["eval", "--pred", "IN", "--gt", "IN", "--protocol", "psnr-magic"], "protocol"),
+    (["bench", "no-such-model", "IN"], "unknown model"),
+])
+def test_bad_input_is_one_clear_line(args, message, rainy_dir, tiny_checkpoint, capsys):
+    if message == "GPU" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    # BARE: the tiny network's bare state_dict, which cannot fit the full deraining Restormer.
+    bare = tiny_checkpoint.with_name("bare.pth")
+    torch.save(build("restormer", **TINY).state_dict(), bare)
+    names = {"IN": str(rainy_dir), "W": str(tiny_checkpoint), "BARE": str(bare)}
+    args = [names.get(a, a) for a in args]
+    code, out, err = run_cli(*args, capsys=capsys)
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("derain: error:"), err
+    assert message in lines[0]
+    assert "Traceback" not in err
+
+
+def test_unwritable_output_folder(rainy_dir, tiny_checkpoint, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run_cli("run", rainy_dir, "-o", blocker / "sub", "--weights", tiny_checkpoint, "-q", capsys=capsys)
+    assert code != 0 and err.startswith("derain: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_eval_rain100l_inputs_reproduce_the_matlab_reference(shared, tmp_path, capsys):
+    data = shared("data/rain100l")
+    reference = shared("reference/rain100l_input_matlab_y.tsv")
+    rows = [line.split() for line in reference.read_text().splitlines() if not line.startswith("#")]
+    out = tmp_path / "scores.json"
+    code, stdout, err = run_cli("eval", "--pred", data / "rainy", "--gt", data, "--out", out, capsys=capsys)
+    assert code == 0, err
+    assert "matlab-y" in stdout
+    summary = json.loads(out.read_text())
+    (only_set,) = summary["sets"].values()
+    assert only_set["images"] == 100
+    assert abs(only_set["psnr"] - np.mean([float(r[2]) for r in rows])) < 1e-4
+    assert abs(only_set["ssim"] - np.mean([float(r[3]) for r in rows])) < 1e-5
+    csv_rows = out.with_suffix(".csv").read_text().splitlines()
+    assert len(csv_rows) == 101
+
+
+def test_eval_names_unmatched_files(shared, tmp_path, capsys):
+    data = shared("data/rain100l")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    shutil.copy(data / "rainy" / "rain-001.png", pred / "rain-001.png")
+    shutil.copy(data / "rainy" / "rain-002.png", pred / "holiday.png")
+    code, _, err = run_cli("eval", "--pred", pred, "--gt", data / "clean", capsys=capsys)
+    assert code != 0 and "holiday.png" in err
+
+
+def test_eval_no_reference_niqe(shared, tmp_path, capsys):
+    src = shared("data/real-rain/1.jpg")
+    shutil.copy(src, tmp_path / "1.jpg")
+    code, stdout, _ = run_cli("eval", "--no-reference", tmp_path, capsys=capsys)
+    assert code == 0 and "NIQE" in stdout and "2.2798" in stdout
+
+
+def test_bench_prints_a_paper_table(shared, tiny_checkpoint, capsys):
+    data = shared("data/rain100l")
+    code, stdout, err = run_cli("bench", tiny_checkpoint, data, "--limit", "2", "-q", capsys=capsys)
+    assert code == 0, err
+    assert "rain100l" in stdout and "params" in stdout and "matlab-y" in stdout
+
+
+def test_models_lists_restormer_with_its_parameter_count(capsys):
+    code, stdout, _ = run_cli("models", capsys=capsys)
+    assert code == 0
+    assert "restormer" in stdout and "26,126,644" in stdout
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "derain.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "derain" in result.stdout
