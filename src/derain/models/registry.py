@@ -78,3 +78,11 @@ register(ModelSpec(
                         bias=False, LayerNorm_type="WithBias"),
     description="Restormer (CVPR 2022), deraining configuration; loads the official deraining.pth",
 ))
+register(ModelSpec(
+    name="fastderain",
+    builder="derain.models.fastderain:FastDerain",
+    size_multiple=16,
+    default_config=dict(in_channels=3, widths=[32, 64, 128, 192], enc_blocks=[2, 2, 2, 2], dec_blocks=[2, 2, 2],
+                        unshuffle=2, rep=False),
+    description="FastDerain, the default model: pixel-unshuffle residual conv U-Net built for CPU speed",
+))

@@ -1,0 +1,178 @@
+"""Every training loss term, and a weighted sum built from config.
+
+All losses take ``(pred, target)`` tensors of shape (B, C, H, W) in [0, 1] and return a scalar; they compute
+in float32 (under bf16 autocast the network output is cast up first, so small differences are not lost).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from derain.errors import DerainError
+
+
+class L1Loss(nn.Module):
+    """Mean absolute error."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (pred.float() - target.float()).abs().mean()
+
+
+class MSELoss(nn.Module):
+    """Mean squared error: the loss PSNR measures. Early in training it moves much faster than L1, whose
+    constant-size gradient on the many rain-free pixels holds a residual rain predictor near zero output."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        diff = pred.float() - target.float()
+        return (diff * diff).mean()
+
+
+class CharbonnierLoss(nn.Module):
+    """mean(sqrt((pred - target)^2 + eps^2)): a smooth L1 (MPRNet/DMSR use eps = 1e-3)."""
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        diff = pred.float() - target.float()
+        return torch.sqrt(diff * diff + self.eps * self.eps).mean()
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5,
+         data_range: float = 1.0) -> torch.Tensor:
+    """Differentiable mean SSIM (Gaussian window, per channel, valid region), as in Wang et al. 2004."""
+    pred, target = pred.float(), target.float()
+    c = pred.shape[1]
+    w = _gaussian_window(window, sigma, c, pred.device)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_x = F.conv2d(pred, w, groups=c)
+    mu_y = F.conv2d(target, w, groups=c)
+    sxx = F.conv2d(pred * pred, w, groups=c) - mu_x ** 2
+    syy = F.conv2d(target * target, w, groups=c) - mu_y ** 2
+    sxy = F.conv2d(pred * target, w, groups=c) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
+    den = (mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2)
+    return (num / den).mean()
+
+
+class SSIMLoss(nn.Module):
+    """1 - SSIM."""
+
+    def __init__(self, window: int = 11, sigma: float = 1.5) -> None:
+        super().__init__()
+        self.window, self.sigma = window, sigma
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 1.0 - ssim(pred, target, self.window, self.sigma)
+
+
+class EdgeLoss(nn.Module):
+    """Charbonnier distance between Laplacian edge maps (MPRNet-style: image minus its Gaussian blur)."""
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.charbonnier = CharbonnierLoss(eps)
+        k = torch.tensor([0.05, 0.25, 0.4, 0.25, 0.05])
+        self.register_buffer("kernel", (k[:, None] * k[None, :])[None, None], persistent=False)
+
+    def laplacian(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        kernel = self.kernel.to(x.device).expand(c, 1, 5, 5)
+        blurred = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), kernel, groups=c)
+        return x - blurred
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.charbonnier(self.laplacian(pred.float()), self.laplacian(target.float()))
+
+
+class FFTLoss(nn.Module):
+    """L1 distance in the Fourier domain: ``mode="amplitude"`` compares |FFT|, ``"complex"`` the real and
+    imaginary parts (which also constrains the phase)."""
+
+    def __init__(self, mode: str = "complex") -> None:
+        super().__init__()
+        if mode not in ("amplitude", "complex"):
+            raise DerainError(f"fft loss mode must be amplitude or complex, not {mode!r}")
+        self.mode = mode
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        fp = torch.fft.rfft2(pred.float(), norm="ortho")
+        ft = torch.fft.rfft2(target.float(), norm="ortho")
+        if self.mode == "amplitude":
+            return (fp.abs() - ft.abs()).abs().mean()
+        return (torch.view_as_real(fp) - torch.view_as_real(ft)).abs().mean()
+
+
+class MultiScale(nn.Module):
+    """Apply ``loss`` at several scales (average-pooled by 2 each), weighted by ``weights``."""
+
+    def __init__(self, loss: nn.Module, weights: Iterable[float] = (1.0, 0.5, 0.25)) -> None:
+        super().__init__()
+        self.loss = loss
+        self.weights = list(weights)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = pred.new_zeros((), dtype=torch.float32)
+        for i, w in enumerate(self.weights):
+            if i:
+                pred, target = F.avg_pool2d(pred, 2), F.avg_pool2d(target, 2)
+            total = total + w * self.loss(pred, target)
+        return total
+
+
+LOSSES: dict[str, type[nn.Module]] = {
+    "l1": L1Loss,
+    "mse": MSELoss,
+    "charbonnier": CharbonnierLoss,
+    "ssim": SSIMLoss,
+    "edge": EdgeLoss,
+    "fft": FFTLoss,
+}
+
+
+def build_term(name: str, options: dict[str, Any] | None = None) -> nn.Module:
+    """One loss by name; option ``scales: [w0, w1, ...]`` wraps it in :class:`MultiScale`."""
+    options = dict(options or {})
+    scales = options.pop("scales", None)
+    if name not in LOSSES:
+        raise DerainError(f"unknown loss {name!r}; choose from {', '.join(sorted(LOSSES))}")
+    try:
+        loss = LOSSES[name](**options)
+    except TypeError as exc:
+        raise DerainError(f"loss {name!r}: bad options {sorted(options)} ({exc})") from None
+    return MultiScale(loss, scales) if scales else loss
+
+
+class WeightedLoss(nn.Module):
+    """Weighted sum of named terms; ``forward`` returns the total and each term's value (for the log)."""
+
+    def __init__(self, terms: list[tuple[str, float, nn.Module]]) -> None:
+        super().__init__()
+        self.names = [n for n, _, _ in terms]
+        self.weights = [w for _, w, _ in terms]
+        self.terms = nn.ModuleList(m for _, _, m in terms)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        total = pred.new_zeros((), dtype=torch.float32)
+        parts: dict[str, float] = {}
+        for name, weight, term in zip(self.names, self.weights, self.terms):
+            value = term(pred, target)
+            parts[name] = float(value.detach())
+            total = total + weight * value
+        return total, parts
+
+
+def build_loss(terms: Iterable[Any]) -> WeightedLoss:
+    """From config terms (objects with ``name``, ``weight``, ``options``)."""
+    return WeightedLoss([(t.name, t.weight, build_term(t.name, t.options)) for t in terms])

@@ -1,0 +1,177 @@
+"""FastDerain: the default model, a conv U-Net built for quality per CPU-millisecond.
+
+Design (measured on a 2-core AVX-512 BF16 CPU, see docs/results.md):
+
+- a 2x pixel-unshuffle stem, so every convolution runs on a quarter of the pixels while the channels
+  carry the full-resolution detail (rain streaks are thin; unshuffling keeps them, a strided conv would not);
+- dense 3x3 convolutions only: depthwise convolutions and attention cost 5-10x more per FLOP here;
+- re-parameterisable convolutions (:class:`RepConv3x3`): trained as 3x3 + 1x1 + identity branches, whose sum
+  is folded into one 3x3 kernel. Without normalisation the branches are linear, so the fold is exact and is
+  done on the fly in training too: the extra branches change the optimisation, not the cost;
+- global residual: the network predicts the rain layer and the output is ``input - rain``.
+
+:meth:`FastDerain.fold` turns every RepConv into a plain ``nn.Conv2d`` for deployment; the folded network
+gives the same output (to float rounding). Checkpoints hold the training (unfolded) form; loading a folded
+state dict into an unfolded model is also supported, because a folded kernel is a valid 3x3 branch with
+zero 1x1 and identity branches.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RepConv3x3(nn.Module):
+    """A 3x3 convolution over-parameterised as 3x3 + 1x1 (+ identity when shapes allow) branches.
+
+    The forward pass merges the branch weights into one 3x3 kernel first, so training costs one convolution.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.in_ch, self.out_ch = in_ch, out_ch
+        self.weight3 = nn.Parameter(torch.empty(out_ch, in_ch, 3, 3))
+        self.weight1 = nn.Parameter(torch.empty(out_ch, in_ch, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.has_identity = in_ch == out_ch
+        if self.has_identity:
+            # Learnable per-channel scale of the identity branch (starts at 0: the block starts as a plain conv).
+            self.identity_scale = nn.Parameter(torch.zeros(out_ch))
+            eye = torch.zeros(out_ch, in_ch, 3, 3)
+            eye[torch.arange(out_ch), torch.arange(out_ch), 1, 1] = 1.0
+            # Built once, not per step; not saved (it is a constant of the shape).
+            self.register_buffer("eye", eye, persistent=False)
+        nn.init.kaiming_uniform_(self.weight3, a=5 ** 0.5)
+        nn.init.kaiming_uniform_(self.weight1, a=5 ** 0.5)
+        with torch.no_grad():
+            self.weight1.mul_(1 / 3)  # keep the summed kernel's variance close to a plain conv's
+
+    def merged_weight(self) -> torch.Tensor:
+        """The single 3x3 kernel equal to the sum of the branches."""
+        w = self.weight3 + F.pad(self.weight1, (1, 1, 1, 1))
+        if self.has_identity:
+            w = w + self.eye * self.identity_scale.view(-1, 1, 1, 1)
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.merged_weight(), self.bias, padding=1)
+
+    def to_conv(self) -> nn.Conv2d:
+        """A plain ``nn.Conv2d`` computing the same function."""
+        conv = nn.Conv2d(self.in_ch, self.out_ch, 3, padding=1)
+        with torch.no_grad():
+            conv.weight.copy_(self.merged_weight())
+            conv.bias.copy_(self.bias)
+        return conv
+
+
+def make_conv(in_ch: int, out_ch: int, rep: bool) -> nn.Module:
+    return RepConv3x3(in_ch, out_ch) if rep else nn.Conv2d(in_ch, out_ch, 3, padding=1)
+
+
+class ResBlock(nn.Module):
+    """x + conv(act(conv(x))): two dense 3x3 convolutions with a LeakyReLU between."""
+
+    def __init__(self, ch: int, rep: bool) -> None:
+        super().__init__()
+        self.conv1 = make_conv(ch, ch, rep)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+        self.conv2 = make_conv(ch, ch, rep)
+
+        # Start every block as the identity (Fixup-style): without normalisation, a stack of residual blocks
+        # at default init grows its activations and trains unstably at the lr this model wants.
+        self.scale = nn.Parameter(torch.zeros(ch, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.conv2(self.act(self.conv1(x)))
+
+
+def _stage(ch: int, blocks: int, rep: bool) -> nn.Sequential:
+    return nn.Sequential(*[ResBlock(ch, rep) for _ in range(blocks)])
+
+
+class FastDerain(nn.Module):
+    """Pixel-unshuffle conv U-Net predicting the rain layer; ``output = input - rain``.
+
+    ``widths[i]`` and ``enc_blocks[i]`` describe level ``i`` (level 0 is at half resolution after the stem);
+    the last level is the bottleneck. ``dec_blocks`` has one entry per level except the bottleneck. Input
+    sides must be multiples of ``2 * 2 ** (len(widths) - 1)``.
+    """
+
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (48, 96, 192, 384),
+                 enc_blocks: Sequence[int] = (1, 1, 1, 2), dec_blocks: Sequence[int] = (1, 1, 1),
+                 unshuffle: int = 2, rep: bool = False) -> None:
+        super().__init__()
+        if len(enc_blocks) != len(widths) or len(dec_blocks) != len(widths) - 1:
+            raise ValueError("enc_blocks needs one entry per width, dec_blocks one fewer")
+        self.unshuffle = unshuffle
+        self.stem = nn.Conv2d(in_channels * unshuffle ** 2, widths[0], 3, padding=1)
+        self.encoders = nn.ModuleList(_stage(w, n, rep) for w, n in zip(widths, enc_blocks))
+        # Downsampling by a stride-2 2x2 conv (cheap, learnable); upsampling by 1x1 conv + pixel shuffle.
+        self.downs = nn.ModuleList(nn.Conv2d(a, b, 2, stride=2) for a, b in zip(widths[:-1], widths[1:]))
+        self.ups = nn.ModuleList(nn.Sequential(nn.Conv2d(b, a * 4, 1), nn.PixelShuffle(2))
+                                 for a, b in zip(widths[:-1], widths[1:]))
+        self.decoders = nn.ModuleList(_stage(w, n, rep) for w, n in zip(widths[:-1], dec_blocks))
+        self.head = nn.Conv2d(widths[0], in_channels * unshuffle ** 2, 3, padding=1)
+        # Zero-initialised head: the untrained network is the identity (no rain removed), the right start
+        # for a residual predictor whose input is already close to the target.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.size_multiple = unshuffle * 2 ** (len(widths) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.stem(F.pixel_unshuffle(x, self.unshuffle)) if self.unshuffle > 1 else self.stem(x)
+        skips = []
+        for i, enc in enumerate(self.encoders):
+            feat = enc(feat)
+            if i < len(self.downs):
+                skips.append(feat)
+                feat = self.downs[i](feat)
+        for i in reversed(range(len(self.decoders))):
+            feat = self.decoders[i](self.ups[i](feat) + skips[i])
+        rain = self.head(feat)
+        if self.unshuffle > 1:
+            rain = F.pixel_shuffle(rain, self.unshuffle)
+        return x - rain.to(x.dtype)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Load the training (unfolded) form, or a folded one into an unfolded model (same function)."""
+        return super().load_state_dict(unfolded_state_dict(dict(state_dict), self), strict=strict, assign=assign)
+
+    @torch.no_grad()
+    def fold(self) -> "FastDerain":
+        """Replace every re-parameterisable conv by its single 3x3 equivalent, in place (for inference)."""
+        for module in list(self.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, RepConv3x3):
+                    conv = child.to_conv().to(child.weight3.device, child.weight3.dtype)
+                    setattr(module, name, conv)
+        return self
+
+
+def unfolded_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Map a folded state dict (``...conv1.weight``) onto ``model``'s RepConv keys (``...conv1.weight3``).
+
+    A folded kernel is loaded as the 3x3 branch with zero 1x1 and identity branches: the same function.
+    Keys that already fit are kept.
+    """
+    own = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        prefix, _, leaf = key.rpartition(".")
+        if key not in own and leaf == "weight" and f"{prefix}.weight3" in own:
+            out[f"{prefix}.weight3"] = value
+            out[f"{prefix}.weight1"] = torch.zeros_like(own[f"{prefix}.weight1"])
+            if f"{prefix}.identity_scale" in own:
+                out[f"{prefix}.identity_scale"] = torch.zeros_like(own[f"{prefix}.identity_scale"])
+        else:
+            out[key] = value
+    return out
+
+
+def build_fastderain(**config: Any) -> FastDerain:
+    """Registry builder (keyword config as in ``default_config``)."""
+    return FastDerain(**config)

@@ -1,0 +1,254 @@
+"""Typed training configuration: dataclasses loaded from YAML, checked before any training starts.
+
+Every key of the YAML file must be a field of the matching dataclass and have its type; anything else fails
+with one line that names the dotted key (``optim.lrr: unknown key``), so a typo never silently trains with a
+default. ``--set key=value`` overrides use the same dotted keys and YAML syntax for the value.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from derain.errors import DerainError
+
+
+@dataclass
+class ModelConfig:
+    """Which registered network to train; ``options`` override its default config."""
+
+    name: str = "fastderain"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """One stage of a progressive patch schedule: from ``start`` (step) on, use this patch and batch."""
+
+    start: int = 0
+    patch: int = 128
+    batch: int = 8
+
+
+@dataclass
+class DataConfig:
+    """Paired training data and the validation set (folders holding rainy/clean pairs)."""
+
+    train: str = "../shared/data/rain100l-train"
+    val: str | None = None
+    patch: int = 128
+    batch: int = 8
+    stages: list[Stage] = field(default_factory=list)  # Restormer-style progressive patches; empty = fixed
+    val_max_images: int | None = None  # score only the first N validation pairs (faster monitoring)
+    train_max_images: int | None = None  # train on the first N pairs only (quick experiments, tests)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser: ``adamw`` or ``adam``; ``grad_clip`` is a max global gradient norm (None = off)."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float | None = None
+    accumulate: int = 1  # gradient accumulation: optimiser step every N micro-batches
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule (see :mod:`derain.train.schedules`).
+
+    ``cosine``: linear warmup over ``warmup_steps`` then cosine to ``min_lr``; ``restormer``: constant-then-cosine
+    cyclic (``periods``, ``restart_weights``, ``eta_mins``); ``step``: multiply by ``gamma`` every
+    ``step_size`` steps; ``constant``.
+    """
+
+    name: str = "cosine"
+    warmup_steps: int = 0
+    min_lr: float = 1e-6
+    periods: list[int] = field(default_factory=list)
+    restart_weights: list[float] = field(default_factory=list)
+    eta_mins: list[float] = field(default_factory=list)
+    gamma: float = 0.5
+    step_size: int = 1000
+
+
+@dataclass
+class LossTerm:
+    """One weighted loss term; ``options`` go to the loss's constructor (see :mod:`derain.losses`)."""
+
+    name: str = "l1"
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs."""
+
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: list[LossTerm] = field(default_factory=lambda: [LossTerm()])
+    total_steps: int = 10000
+    seed: int = 0
+    precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 where the processor supports it)
+    device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    ema_decay: float = 0.0  # 0 disables the EMA of weights
+    val_every: int = 1000
+    checkpoint_every: int = 500
+    log_every: int = 50
+    out_dir: str = "runs"
+    warm_start: str | None = None  # initial weights (a checkpoint), e.g. the previous stage's result
+    time_budget_minutes: float | None = None
+
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp`` (converting ints to floats and nested dicts to dataclasses)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except DerainError:
+                continue
+        raise DerainError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise DerainError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise DerainError(f"config key {key!r}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise DerainError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; accept it as a number
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DerainError(f"config key {key!r}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DerainError(f"config key {key!r}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise DerainError(f"config key {key!r}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise DerainError(f"config key {key!r}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a programming error, not the user's
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`DerainError`."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise DerainError(f"config key '{prefix}{key}': unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], parsed YAML value)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise DerainError(f"override {text!r} must look like key=value (dotted keys, e.g. optim.lr=5e-4)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_override(data: dict[str, Any], text: str) -> None:
+    """Set a dotted key in the raw config mapping (validation happens when the dataclass is built)."""
+    keys, value = parse_override(text)
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise DerainError(f"override {text!r}: {'.'.join(keys[:i + 1])!r} is not a mapping")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: typing.Iterable[str] = ()) -> TrainConfig:
+    """Read a YAML config, apply ``key=value`` overrides and validate everything."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise DerainError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise DerainError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise DerainError(f"config {path} must be a mapping of keys to values")
+        data = loaded or {}
+    for text in overrides:
+        apply_override(data, text)
+    config = from_dict(TrainConfig, data)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Value checks that the types alone do not express."""
+    checks = [
+        (config.total_steps > 0, "total_steps must be positive"),
+        (config.data.patch > 0 and config.data.batch > 0, "data.patch and data.batch must be positive"),
+        (config.optim.name in ("adam", "adamw"), f"optim.name must be adam or adamw, not {config.optim.name!r}"),
+        (config.optim.lr > 0, "optim.lr must be positive"),
+        (len(config.optim.betas) == 2, "optim.betas needs two values"),
+        (config.optim.accumulate >= 1, "optim.accumulate must be at least 1"),
+        (0.0 <= config.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
+        (config.precision in ("auto", "bf16", "fp32"), f"precision must be auto, bf16 or fp32, not {config.precision!r}"),
+        (config.val_every > 0 and config.checkpoint_every > 0 and config.log_every > 0,
+         "val_every, checkpoint_every and log_every must be positive"),
+        (bool(config.loss), "loss needs at least one term"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DerainError(f"config: {message}")

@@ -1,0 +1,372 @@
+"""The training loop: one place that steps, logs, validates, checkpoints and resumes exactly.
+
+Files in the run folder (``<out_dir>/<name>/``):
+
+- ``last.pt``: the weights to use (EMA weights when ``ema_decay`` > 0), a self-describing checkpoint written
+  by :func:`derain.checkpoints.save_checkpoint` (model name + config), so ``derain run --weights`` needs
+  nothing else;
+- ``last.state.pt``: the resume state (raw weights, optimiser, EMA, RNG and sampler states, step);
+- ``best.pt``: the weights that scored best on the validation set, **for monitoring only**: when the
+  validation set is a test set (Rain100L), picking this file would be selection on the test set;
+- ``train.log`` (plain text) and ``config.yaml`` (the resolved config).
+
+The learning rate is a pure function of the step and all randomness is in saved generators, so a run cut
+into pieces (``time_budget_minutes``, then ``resume``) ends with the same weights as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from derain.data.datasets import PairedPatches, load_pairs
+from derain.errors import DerainError
+from derain.infer import InferenceOptions, restore
+from derain.losses import build_loss
+from derain.models import build, get_spec
+from derain.train.config import Stage, TrainConfig, load_config
+from derain.train.ema import EMA
+from derain.train.schedules import make_schedule
+
+STATE_SUFFIX = ".state.pt"
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where bf16 autocast pays off.
+
+    Elsewhere bf16 is emulated and slower than float32, so ``precision: auto`` keeps float32.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return True
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    try:  # non-Linux systems: ask oneDNN
+        return bool(mkldnn and mkldnn._is_mkldnn_bf16_supported() and not flags)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 or None (float32) for training under ``precision``."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def state_path_for(checkpoint: str | Path) -> Path:
+    """``run/last.pt`` -> ``run/last.state.pt`` (a state path is returned unchanged)."""
+    path = Path(checkpoint)
+    if path.name.endswith(STATE_SUFFIX):
+        return path
+    return path.with_name(path.stem + STATE_SUFFIX)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """1 x 3 x H x W float in [0, 1] -> H x W x 3 uint8 (rounded, as images are saved)."""
+    return (image[0].clamp(0, 1) * 255.0).round().byte().permute(1, 2, 0).numpy()
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts (time budget and warm start ignored)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key in ("time_budget_minutes", "warm_start"):
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+class Logger:
+    """Plain-text log in the run folder, echoed to stdout (tqdm-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        tqdm.write(line)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+
+
+class Trainer:
+    """Builds everything a config describes and runs the loop (see the module docstring)."""
+
+    def __init__(self, config: TrainConfig, resume: str | None = None) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = torch.device(config.device)
+        self.dtype = autocast_dtype(config.precision, self.device)
+        self.spec = get_spec(config.model.name)
+        self.model_config = {**self.spec.default_config, **config.model.options}
+        self._seed(config.seed)
+        self.model = build(config.model.name, **config.model.options).to(self.device)
+
+        self.train_set = PairedPatches(load_pairs(config.data.train, config.data.train_max_images), seed=config.seed)
+        for stage in self._stages():
+            self.train_set.check_patch(stage.patch)
+            if stage.patch % self.spec.size_multiple:
+                raise DerainError(f"patch size {stage.patch} must be a multiple of {self.spec.size_multiple} "
+                                  f"for model {config.model.name!r}")
+        self.val_pairs = load_pairs(config.data.val, config.data.val_max_images) if config.data.val else []
+
+        opt_cls = torch.optim.AdamW if config.optim.name == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(self.model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
+                                 weight_decay=config.optim.weight_decay)
+        self.schedule = make_schedule(config.schedule, config.optim.lr, config.total_steps)
+        self.loss = build_loss(config.loss).to(self.device)
+        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
+        self.step = 0
+        self.best_psnr = -math.inf
+
+        self.run_dir = config.run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = Logger(self.run_dir / "train.log")
+        if resume:
+            self._load_state(resume)
+        elif config.warm_start:
+            self._warm_start(config.warm_start)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    # ----- setup helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _seed(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _stages(self) -> list[Stage]:
+        stages = sorted(self.config.data.stages, key=lambda s: s.start)
+        if not stages or stages[0].start > 0:
+            stages.insert(0, Stage(0, self.config.data.patch, self.config.data.batch))
+        return stages
+
+    def _stage_at(self, step: int) -> Stage:
+        return [s for s in self._stages() if s.start <= step][-1]
+
+    def _warm_start(self, path: str) -> None:
+        from derain.checkpoints import load_model
+
+        source, name = load_model(self.config.model.name, path)
+        if name != self.config.model.name:
+            raise DerainError(f"warm_start {path} holds model {name!r}, the config trains {self.config.model.name!r}")
+        self.model.load_state_dict(source.state_dict())
+        if self.ema is not None:
+            self.ema = EMA(self.model, self.config.ema_decay)
+        self.log(f"warm start from {path}")
+
+    def _load_state(self, resume: str) -> None:
+        path = state_path_for(resume)
+        if not path.is_file():
+            raise DerainError(f"cannot resume: no training state at {path} (written beside last.pt by derain train)")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("model_name") != self.config.model.name:
+            raise DerainError(f"cannot resume: {path} is a checkpoint of model {state.get('model_name')!r}, "
+                              f"the config trains {self.config.model.name!r}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise DerainError(f"cannot resume: {path} has no EMA state but the config sets ema_decay")
+            self.ema.load_state_dict(state["ema"])
+        self.train_set.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        self.step = int(state["step"])
+        changed = _changed_keys(state.get("config", {}), self.config.to_dict())
+        if changed:  # allowed (e.g. a longer run), but an exact continuation needs the same recipe
+            self.log(f"note: resuming with changed config keys: {', '.join(changed)}")
+        self.best_psnr = float(state.get("best_psnr", -math.inf))
+        self.log(f"resumed from {path} at step {self.step}")
+
+    # ----- checkpoints ---------------------------------------------------------------------------------
+    def export_model(self) -> torch.nn.Module:
+        """The weights to ship: a copy holding the EMA average, or the model itself without EMA."""
+        if self.ema is None:
+            return self.model
+        model = copy.deepcopy(self.model)
+        self.ema.copy_to(model)
+        return model
+
+    def _save_weights(self, path: Path, model: torch.nn.Module, kind: str) -> None:
+        from derain.checkpoints import save_checkpoint
+
+        extra = {"step": self.step, "kind": kind, "train_config": self.config.to_dict()}
+        tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+        save_checkpoint(tmp, model, self.config.model.name, self.model_config, extra=extra)
+        os.replace(tmp, path)
+
+    def save(self) -> Path:
+        """Write ``last.pt`` and its resume state; returns the ``last.pt`` path."""
+        last = self.run_dir / "last.pt"
+        self._save_weights(last, self.export_model(), "last")
+        state = {
+            "step": self.step,
+            "model_name": self.config.model.name,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "sampler": self.train_set.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "best_psnr": self.best_psnr,
+            "config": self.config.to_dict(),
+        }
+        _atomic_torch_save(state, state_path_for(last))
+        return last
+
+    # ----- validation ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        """Mean PSNR/SSIM (matlab-y) of the exported weights on the validation pairs (monitoring only)."""
+        from derain.metrics import psnr_ssim
+
+        model = self.export_model()
+        was_training = model.training
+        model.eval()
+        precision = "bf16" if self.dtype == torch.bfloat16 else "fp32"
+        options = InferenceOptions(tile=0, precision=precision)
+        scores = []
+        for _, inp, tgt in self.val_pairs:
+            x = torch.from_numpy(np.array(inp)).permute(2, 0, 1)[None].float().div(255.0)
+            y = restore(model, x, self.spec.size_multiple, options, device=self.device)
+            scores.append(psnr_ssim(to_uint8(y), tgt, protocol="matlab-y"))
+        model.train(was_training)
+        return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+    def _validate_and_log(self) -> None:
+        t = time.monotonic()
+        psnr, ssim = self.validate()
+        note = ""
+        if psnr > self.best_psnr:
+            self.best_psnr = psnr
+            self._save_weights(self.run_dir / "best.pt", self.export_model(), "best on validation (monitoring only)")
+            note = " (best so far; best.pt is for monitoring, not for selection)"
+        self.log(f"step {self.step} val {len(self.val_pairs)} pairs matlab-y PSNR {psnr:.3f} SSIM {ssim:.4f} "
+                 f"[{time.monotonic() - t:.0f}s]{note}")
+
+    # ----- the loop ------------------------------------------------------------------------------------
+    def train_step(self) -> tuple[float, dict[str, float], float]:
+        """One optimiser step (with accumulation); returns the loss, its terms and the lr used."""
+        cfg = self.config
+        lr = self.schedule(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        stage = self._stage_at(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        total, parts = 0.0, {}
+        for _ in range(cfg.optim.accumulate):
+            x, y = self.train_set.sample(stage.batch, stage.patch)
+            x, y = x.to(self.device), y.to(self.device)
+            with _autocast(self.device, self.dtype):
+                out = self.model(x)
+            loss, parts = self.loss(out.float(), y)
+            (loss / cfg.optim.accumulate).backward()
+            total += float(loss.detach()) / cfg.optim.accumulate
+        if not math.isfinite(total):
+            raise RuntimeError(f"loss is {total} at step {self.step}; lower optim.lr or set optim.grad_clip")
+        if cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return total, parts, lr
+
+    def fit(self, stop_at: int | None = None) -> Path:
+        """Train until ``total_steps`` or the time budget; returns the ``last.pt`` path.
+
+        ``stop_at`` stops (with a checkpoint) after that step, as a time budget would, but deterministically.
+        """
+        cfg = self.config
+        budget = cfg.time_budget_minutes * 60.0 if cfg.time_budget_minutes else None
+        self.log(f"training {cfg.model.name} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M params) "
+                 f"on {len(self.train_set)} pairs, steps {self.step}->{cfg.total_steps}, "
+                 f"precision {'bf16' if self.dtype else 'fp32'}, threads {torch.get_num_threads()}"
+                 + (f", time budget {cfg.time_budget_minutes:g} min" if budget else ""))
+        self.model.train()
+        bar = tqdm(total=cfg.total_steps, initial=self.step, disable=None, dynamic_ncols=True, desc="train")
+        loop_start, loop_start_step = time.monotonic(), self.step
+        running = None
+        stopped_early = False
+        while self.step < cfg.total_steps:
+            loss, parts, lr = self.train_step()
+            running = loss if running is None else 0.98 * running + 0.02 * loss
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
+            per_step = (time.monotonic() - loop_start) / (self.step - loop_start_step)
+            if self.step % cfg.log_every == 0:
+                eta = per_step * (cfg.total_steps - self.step)
+                terms = " ".join(f"{k} {v:.4f}" for k, v in parts.items()) if len(parts) > 1 else ""
+                self.log(f"step {self.step}/{cfg.total_steps} loss {running:.5f} {terms} lr {lr:.3e} "
+                         f"{per_step * 1000:.0f} ms/step ETA {eta / 60:.1f} min".replace("  ", " "))
+            done = self.step >= cfg.total_steps
+            out_of_time = budget is not None and time.monotonic() - self.started + per_step > budget
+            out_of_time = out_of_time or (stop_at is not None and self.step >= stop_at)
+            if done or out_of_time or self.step % cfg.checkpoint_every == 0:
+                self.save()
+            if self.val_pairs and (done or self.step % cfg.val_every == 0):
+                self._validate_and_log()
+            if out_of_time and not done:
+                stopped_early = True
+                break
+        bar.close()
+        last = self.run_dir / "last.pt"
+        if not last.exists():  # nothing to train (already at total_steps): still hand back weights
+            self.save()
+        if stopped_early:
+            self.log(f"stopped at step {self.step}/{cfg.total_steps}; "
+                     f"continue with --resume {last}")
+        else:
+            self.log(f"finished {cfg.total_steps} steps; weights in {last}")
+        return last
+
+
+def train_from_config(config_path: str | None, overrides: Iterable[str] = (), time_budget_minutes: float | None = None,
+                      resume: str | None = None) -> Path:
+    """Train from a YAML config (``overrides``: ``key=value`` with dotted keys); returns the last checkpoint.
+
+    ``resume`` continues exactly from a ``last.pt``/``last.state.pt`` of an earlier run of the same config;
+    ``resume="auto"`` resumes from the run folder's own ``last.state.pt`` when there is one.
+    ``time_budget_minutes`` stops cleanly at a checkpoint before the budget is spent.
+    """
+    config = load_config(config_path, overrides)
+    if time_budget_minutes is not None:
+        config.time_budget_minutes = time_budget_minutes
+    if resume == "auto":
+        candidate = state_path_for(config.run_dir() / "last.pt")
+        resume = str(candidate) if candidate.is_file() else None
+    return Trainer(config, resume=resume).fit()

@@ -1,0 +1,77 @@
+"""FastDerain, the default model: folding, loading both forms, sizes, and a real image through restore()."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from derain.infer import InferenceOptions, restore
+from derain.models import build, count_parameters, get_spec
+from derain.models.fastderain import FastDerain, RepConv3x3
+
+SMALL = dict(widths=[8, 16, 16, 24], enc_blocks=[1, 1, 1, 1], dec_blocks=[1, 1, 1], rep=True)
+
+
+def randomised(model: FastDerain, seed: int = 0) -> FastDerain:
+    """Give every parameter (identity scales and the zero-initialised head included) random values."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return model.eval()
+
+
+def test_fold_matches_unfolded_output():
+    model = randomised(FastDerain(**SMALL))
+    x = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model(x)
+        folded = model.fold()
+        assert not any(isinstance(m, RepConv3x3) for m in folded.modules())
+        after = folded(x)
+    assert float((before - after).abs().max()) < 1e-5
+
+
+def test_folded_state_dict_loads_into_training_form():
+    model = randomised(FastDerain(**SMALL), seed=3)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)
+    folded_state = model.fold().state_dict()
+    fresh = FastDerain(**SMALL).eval()
+    fresh.load_state_dict(folded_state)
+    with torch.no_grad():
+        assert float((fresh(x) - reference).abs().max()) < 1e-5
+
+
+def test_untrained_model_is_identity():
+    """The head starts at zero, so an untrained model returns its input (residual rain prediction)."""
+    model = FastDerain(**SMALL).eval()
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), x)
+
+
+def test_registered_default_fits_the_weight_budget():
+    spec = get_spec("fastderain")
+    model = build("fastderain")
+    assert spec.size_multiple == model.size_multiple == 16
+    # Shipped as float16: 2 bytes a value must stay under the 10 MB package budget.
+    assert count_parameters(model) * 2 < 10e6
+
+
+def test_real_image_through_restore(shared):
+    path = shared("data/rain100l/rainy/rain-001.png")
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+    model = randomised(FastDerain(**SMALL))
+    y = restore(model, x, model.size_multiple, InferenceOptions(tile=0))
+    assert y.shape == x.shape and 0.0 <= float(y.min()) and float(y.max()) <= 1.0
+    bf16 = restore(model, x, model.size_multiple, InferenceOptions(tile=0, precision="bf16"))
+    assert float((bf16 - y).abs().mean()) < 0.02
+
+
+def test_wrong_size_fails_inside_the_network():
+    with pytest.raises(RuntimeError):
+        FastDerain(**SMALL)(torch.rand(1, 3, 24, 24))
