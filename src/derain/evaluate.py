@@ -99,11 +99,18 @@ def score_no_reference(inputs: list[str]) -> SetScore:
     return scores
 
 
+def _looks_numeric(cell: object) -> bool:
+    return bool(str(cell).strip()) and str(cell).replace(",", "").replace(".", "", 1).replace("-", "", 1).isdigit()
+
+
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
     """A plain-text table with right-aligned numeric columns."""
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    numeric = [i > 0 and all(_looks_numeric(r[i]) for r in rows) for i in range(len(headers))]
+
     def line(r):
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        return "  ".join(str(c).rjust(w) if num else str(c).ljust(w)
+                         for c, w, num in zip(r, widths, numeric)).rstrip()
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 
