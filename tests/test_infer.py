@@ -8,6 +8,7 @@ from PIL import Image
 from torch import nn
 
 from derain.errors import DerainError
+from derain.models import build
 from derain.infer import (InferenceOptions, autocast_dtype, count_tiles, ensemble_forward, pad_to_multiple,
                           resolve_device, restore, tile_starts)
 
@@ -70,13 +71,34 @@ def test_tiled_matches_whole_image(rainy, tile, overlap):
     assert float((tiled - whole).abs().max()) < 1e-3
 
 
-def test_tiles_cover_the_image_with_enough_overlap():
-    for length in (100, 481, 2848, 4288):
-        for tile, overlap in ((128, 32), (512, 64)):
-            starts = tile_starts(length, tile, overlap)
+@pytest.mark.parametrize("multiple", [1, 16])
+def test_tiles_cover_the_image_with_enough_overlap(multiple):
+    for length in (96, 480, 2848, 4288):
+        for tile, overlap in ((128, 32), (512, 64), (256, 96)):
+            starts = tile_starts(length, tile, overlap, multiple)
             assert starts[0] == 0 and min(length, starts[-1] + tile) == length
+            assert all(s % multiple == 0 for s in starts)
             gaps = [b - a for a, b in zip(starts, starts[1:])]
             assert all(tile - g >= overlap for g in gaps)
+
+
+@pytest.mark.parametrize("tile,overlap", [(256, 64), (256, 96), (512, 64)])
+def test_tiled_default_architecture_matches_whole_image(shared, tile, overlap):
+    """The default model's U-Net (16x downsampling, wide receptive field) on a real 600x407 photo."""
+    torch.manual_seed(0)
+    model = build("fastderain").eval()
+    with torch.no_grad():  # an untrained FastDerain is the identity: give it random, active weights
+        for module in model.modules():
+            if hasattr(module, "scale"):
+                module.scale.fill_(0.3)
+        model.head.weight.normal_(0, 0.01)
+    photo = load_tensor(shared("data/real-rain/1.jpg"))
+    whole = restore(model, photo, 16, InferenceOptions(tile=0))
+    assert float((whole - photo).abs().mean()) > 1e-2
+    opts = InferenceOptions(tile=tile, tile_overlap=overlap, tile_threshold=0)
+    assert count_tiles(407, 600, opts, 16) >= 2
+    tiled = restore(model, photo, 16, opts)
+    assert float((tiled - whole).abs().max()) < 1e-3
 
 
 def test_ensemble_of_equivariant_model_is_identity_and_of_biased_model_averages():

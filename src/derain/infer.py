@@ -126,19 +126,25 @@ def ensemble_forward(forward: Forward) -> Forward:
     return wrapped
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
     """Start offsets of tiles of size ``tile`` covering ``length`` with at least ``overlap`` shared pixels.
 
     Tiles are spread evenly, so the overlaps are all about the same size and the last tile ends exactly at
-    the border (no tile sticks out, no tiny leftover tile).
+    the border (no tile sticks out, no tiny leftover tile). Starts are multiples of ``multiple`` (the
+    network's size multiple; ``length`` and ``tile`` are multiples of it too): a network that downsamples by
+    16 computes the same thing in a tile as in the whole image only when the tile sits on its 16-pixel grid.
     """
     if length <= tile:
         return [0]
     if overlap >= tile:
         raise DerainError(f"tile overlap ({overlap}) must be smaller than the tile size ({tile})")
     count = math.ceil((length - overlap) / (tile - overlap))
-    step = (length - tile) / (count - 1)
-    return [round(i * step) for i in range(count)]
+    while True:
+        step = (length - tile) / (count - 1)
+        starts = [round(i * step / multiple) * multiple for i in range(count)]
+        if all(b - a <= tile - overlap for a, b in zip(starts, starts[1:])):  # snapping kept the overlap
+            return starts
+        count += 1
 
 
 def _ramp(length: int, start_fade: bool, end_fade: bool, overlap: int, device: torch.device) -> torch.Tensor:
@@ -164,15 +170,15 @@ def _ramp(length: int, start_fade: bool, end_fade: bool, overlap: int, device: t
     return w
 
 
-def iter_tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
+def iter_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 1) -> Iterator[tuple[int, int, int, int]]:
     """(top, left, height, width) of every tile of an ``h`` x ``w`` image."""
-    for top in tile_starts(h, tile, overlap):
-        for left in tile_starts(w, tile, overlap):
+    for top in tile_starts(h, tile, overlap, multiple):
+        for left in tile_starts(w, tile, overlap, multiple):
             yield top, left, min(tile, h - top), min(tile, w - left)
 
 
 def tiled_forward(forward: Forward, tile: int, overlap: int,
-                  progress: Callable[[int], None] | None = None) -> Forward:
+                  progress: Callable[[int], None] | None = None, multiple: int = 1) -> Forward:
     """Apply ``forward`` to overlapping tiles and blend them with smooth weights.
 
     Outputs are accumulated on the CPU in float32, so the peak memory is one tile's activations plus three
@@ -183,8 +189,8 @@ def tiled_forward(forward: Forward, tile: int, overlap: int,
         h, w = x.shape[-2:]
         out = torch.zeros((x.shape[0], x.shape[1], h, w), dtype=torch.float32)
         weight = torch.zeros((1, 1, h, w), dtype=torch.float32)
-        tops, lefts = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-        for top, left, th, tw in iter_tiles(h, w, tile, overlap):
+        tops, lefts = tile_starts(h, tile, overlap, multiple), tile_starts(w, tile, overlap, multiple)
+        for top, left, th, tw in iter_tiles(h, w, tile, overlap, multiple):
             y = forward(x[..., top:top + th, left:left + tw]).cpu()
             # Only edges shared with a neighbour fade; the image border keeps full weight.
             wy = _ramp(th, top > 0, top != tops[-1], overlap, y.device)
@@ -204,7 +210,8 @@ def count_tiles(h: int, w: int, options: InferenceOptions, size_multiple: int = 
     if not needs_tiling(h, w, options):
         return 1
     h, w = h + (-h) % size_multiple, w + (-w) % size_multiple
-    return len(tile_starts(h, options.tile, options.tile_overlap)) * len(tile_starts(w, options.tile, options.tile_overlap))
+    return (len(tile_starts(h, options.tile, options.tile_overlap, size_multiple))
+            * len(tile_starts(w, options.tile, options.tile_overlap, size_multiple)))
 
 
 def needs_tiling(h: int, w: int, options: InferenceOptions) -> bool:
@@ -234,5 +241,5 @@ def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: 
         return y.clamp(0, 1)
     # Pad the whole image once, so tiles at the border see the same reflected pixels as a whole-image pass.
     padded = pad_to_multiple(image, size_multiple)
-    y = tiled_forward(forward, options.tile, options.tile_overlap, progress)(padded)
+    y = tiled_forward(forward, options.tile, options.tile_overlap, progress, size_multiple)(padded)
     return y[..., :h, :w].clamp(0, 1)
