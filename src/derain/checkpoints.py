@@ -133,11 +133,17 @@ def load_model(model: str | None, weights: str | Path) -> tuple[nn.Module, str]:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, config: Mapping[str, Any],
-                    extra: Mapping[str, Any] | None = None) -> Path:
-    """Write a self-describing checkpoint atomically (``.safetensors`` or torch format by suffix)."""
+                    extra: Mapping[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write a self-describing checkpoint atomically (``.safetensors`` or torch format by suffix).
+
+    ``dtype`` stores floating-point tensors in that type (e.g. float16 halves a bundled model's size; they
+    are cast back to the network's float32 on load).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     params = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        params = {k: v.to(dtype) if v.is_floating_point() else v for k, v in params.items()}
     header = {"model": model_name, "config": _plain(dict(config)), **_plain(dict(extra or {}))}
     tmp = path.with_name(f".{path.name}.tmp")
     if path.suffix == ".safetensors":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_NAME = "default.pt"
+DEFAULT_NAME = "default.safetensors"  # float16 tensors + JSON header (model name, config)
 
 
 def default_checkpoint() -> Path | None:

@@ -1,0 +1,71 @@
+"""CPU latency of one Rain100L-size image (481x321) through the Python API, per precision.
+
+    python benchmarks/latency.py [--weights CKPT] [--model NAME] [--runs 20] [--threads N]
+
+Uses the bundled default model unless ``--weights`` is given. Calls ``derain.derain`` exactly as a user would
+(numpy image in, numpy image out: padding, precision and cropping included), after two warm-up calls, and
+prints the median and best of ``--runs`` calls for each precision.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import derain
+from derain.imageio import read_image
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = ROOT.parent / "shared" / "data" / "rain100l" / "rainy" / "rain-001.png"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights")
+    parser.add_argument("--model")
+    parser.add_argument("--image", type=Path, default=IMAGE)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    args = parser.parse_args()
+    if not args.image.is_file():
+        sys.exit(f"benchmark needs {args.image} (../shared/data/rain100l beside the project); pass --image")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, name = derain.load_model(args.model, args.weights)
+    pixels = read_image(args.image).pixels
+    h, w = pixels.shape[:2]
+    print(f"model {name}, image {args.image.name} {w}x{h}, {cpu_name()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}")
+    for precision in args.precisions:
+        for _ in range(2):
+            derain.derain(pixels, model, name, precision=precision)
+        times = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            out = derain.derain(pixels, model, name, precision=precision)
+            times.append(time.perf_counter() - start)
+        assert out.shape == pixels.shape and np.isfinite(out).all()
+        print(f"{precision}: median {statistics.median(times) * 1000:.1f} ms, best {min(times) * 1000:.1f} ms "
+              f"({args.runs} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
