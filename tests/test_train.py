@@ -161,3 +161,19 @@ def test_resume_from_another_models_state_is_one_line_error(tmp_path, shared):
         train_from_config(path, TINY, resume=str(last))
     with pytest.raises(DerainError, match="no training state"):
         train_from_config(path, TINY, resume=str(tmp_path / "nothing.pt"))
+
+
+def test_train_command_line_errors_and_weights_for_run(tmp_path, shared, capsys):
+    from derain.cli import main
+
+    path = str(write_config(tmp_path, shared))
+    assert main(["train", path, "--set", "optim.lrr=1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'optim.lrr': unknown key" in err[0]
+    assert main(["train", path, *[a for kv in TINY + ["total_steps=2"] for a in ("--set", kv)]]) == 0
+    last = tmp_path / "runs" / "tiny" / "last.pt"
+    assert f"weights in {last}" in capsys.readouterr().out
+    out = tmp_path / "out"
+    rainy = shared("data/rain100l/rainy/rain-001.png")
+    assert main(["run", str(rainy), "-o", str(out), "--weights", str(last), "-q"]) == 0  # self-describing
+    assert (out / "rain-001.png").is_file()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from derain.errors import DerainError
 
-SUBCOMMANDS = ("run", "eval", "bench", "models")
+SUBCOMMANDS = ("run", "eval", "bench", "models", "train")
 
 
 def _inference_args(p: argparse.ArgumentParser) -> None:
@@ -56,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     _inference_args(bench)
 
     sub.add_parser("models", help="list the available networks")
+
+    train = sub.add_parser("train", help="train or fine-tune a network from a YAML config")
+    train.add_argument("config", help="YAML config (see configs/)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, dotted for nested keys (optim.lr=5e-4); repeatable")
+    train.add_argument("--time-budget", type=float, metavar="MINUTES",
+                       help="stop cleanly at a checkpoint before this many minutes; continue with --resume")
+    train.add_argument("--resume", metavar="CHECKPOINT",
+                       help="continue exactly from a run's last checkpoint, or 'auto' (the run folder's own)")
     return parser
 
 
@@ -126,7 +135,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models}
+def cmd_train(args: argparse.Namespace) -> int:
+    from derain.train import train_from_config
+    last = train_from_config(args.config, args.set, time_budget_minutes=args.time_budget, resume=args.resume)
+    print(f"derain: weights in {last}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "train": cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:
