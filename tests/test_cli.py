@@ -91,7 +91,7 @@ def test_shards_split_a_folder(rainy_dir, tiny_checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize("args,message", [
     (["run", "nope/missing.png", "--weights", "W"], "missing.png"),
     (["run", "IN", "--weights", "nope.pth"], "nope.pth"),
-    (["run", "IN"], "--weights"),
+    (["run", "IN", "--model", "restormer"], "--weights"),  # no Restormer weights are bundled
     (["run", "IN", "--weights", "W", "--device", "cuda"], "GPU"),
     (["run", "IN", "--weights", "W", "--shard", "3/2"], "--shard"),
     (["run", "IN", "--weights", "BARE", "--model", "restormer"], "does not fit"),
@@ -171,3 +171,24 @@ def test_models_lists_restormer_with_its_parameter_count(capsys):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "derain.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "derain" in result.stdout
+
+
+def test_bundled_default_model_needs_no_flags(shared, tmp_path, monkeypatch, capsys):
+    """`derain photo.png` with nothing else: the bundled model removes most of the rain of a Rain100L image."""
+    from derain.imageio import read_uint8_rgb
+    from derain.metrics import psnr_ssim
+    from derain.weights import default_checkpoint, default_model_name
+
+    if default_checkpoint() is None:
+        pytest.skip("no default model bundled in this checkout")
+    assert default_checkpoint().stat().st_size <= 10 * 1024 * 1024
+    assert default_model_name() == "fastderain"
+    rainy = shared("data/rain100l/rainy/rain-001.png")
+    clean = read_uint8_rgb(shared("data/rain100l/clean/norain-001.png"))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(rainy, "-q", capsys=capsys)
+    assert code == 0, err
+    result = read_uint8_rgb(tmp_path / "derained" / "rain-001.png")
+    before = psnr_ssim(read_uint8_rgb(rainy), clean, "matlab-y")[0]
+    after = psnr_ssim(result, clean, "matlab-y")[0]
+    assert after > before + 5.0, (before, after)

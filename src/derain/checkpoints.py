@@ -154,6 +154,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, config:
         save_file(params, str(tmp), metadata={"format": FORMAT_TAG, "derain": json.dumps(header)})
     else:
         torch.save({"format": FORMAT_TAG, "params": params, **header}, tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates private (0600) files; a checkpoint is shared
     os.replace(tmp, path)
     return path
 

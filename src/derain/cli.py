@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -63,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config key, dotted for nested keys (optim.lr=5e-4); repeatable")
     train.add_argument("--time-budget", type=float, metavar="MINUTES",
                        help="stop cleanly at a checkpoint before this many minutes; continue with --resume")
-    train.add_argument("--resume", metavar="CHECKPOINT",
-                       help="continue exactly from a run's last checkpoint, or 'auto' (the run folder's own)")
+    train.add_argument("--resume", metavar="PATH|auto",
+                       help="continue exactly from a run: its folder, last.safetensors or last.state.pt; "
+                            "'auto': the config's own run folder when it holds a state")
     return parser
 
 
@@ -138,7 +140,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from derain.train import train_from_config
     last = train_from_config(args.config, args.set, time_budget_minutes=args.time_budget, resume=args.resume)
-    print(f"derain: weights in {last}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
+        print(f"derain: weights in {last}")
     return 0
 
 

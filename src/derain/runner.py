@@ -20,7 +20,7 @@ from derain.errors import DerainError
 from derain.imageio import expand_inputs, read_image, write_image
 from derain.infer import InferenceOptions, count_tiles, resolve_device, restore
 from derain.models import get_spec
-from derain.weights import default_checkpoint
+from derain.weights import default_checkpoint, default_model_name
 
 
 @dataclass
@@ -103,7 +103,7 @@ def resolve_weights(model: str | None, weights: str | None) -> str:
     if weights is not None:
         return weights
     bundled = default_checkpoint()
-    if bundled is not None and model is None:
+    if bundled is not None and (model is None or model == default_model_name()):
         return str(bundled)
     what = f"no trained weights for {model!r} are bundled" if model else "no trained default model is bundled yet"
     raise DerainError(f"{what}; pass --weights CHECKPOINT (and --model NAME if the checkpoint does not name "

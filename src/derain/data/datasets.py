@@ -38,6 +38,28 @@ def load_pairs(root: str | Path, limit: int | None = None) -> list[tuple[str, np
     return out
 
 
+def load_clean_images(roots: str) -> list[tuple[str, np.ndarray]]:
+    """(name, HxWx3 uint8) of every image under the comma-separated folders ``roots``, searched recursively.
+
+    These are the clean sources of synthetic rain (e.g. ``../shared/data/clean`` with CBSD68 and Kodak24).
+    """
+    from derain.imageio import IMAGE_SUFFIXES, natural_key, read_uint8_rgb
+
+    out = []
+    for part in (r.strip() for r in roots.split(",")):
+        if not part:
+            continue
+        root = Path(part)
+        if not root.exists():
+            raise DerainError(f"clean image folder not found: {root} (data.synth_clean)")
+        files = [root] if root.is_file() else sorted(
+            (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+        out += [(str(f), read_uint8_rgb(f)) for f in files]
+    if not out:
+        raise DerainError(f"no images found under {roots} (data.synth_clean)")
+    return out
+
+
 def dihedral(image: np.ndarray, k: int) -> np.ndarray:
     """Element ``k`` (0-7) of the dihedral group D4 on an HxWxC array: k % 4 quarter turns, flipped if k >= 4."""
     if k >= 4:
@@ -54,11 +76,15 @@ class PairedPatches:
     """Random aligned crops of ``patch`` x ``patch`` with one of the 8 dihedral transforms per sample.
 
     Images are visited in shuffled epochs (every pair once per epoch) so that small sets are covered evenly.
+    Clean images for synthetic rain use the same sampler with the image as both input and target (the arrays
+    are shared, not copied); ``label`` names them in error messages.
     """
 
-    def __init__(self, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], seed: int = 0) -> None:
+    def __init__(self, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], seed: int = 0,
+                 label: str = "training image") -> None:
         if not pairs:
             raise DerainError("the training set has no pairs")
+        self.label = label
         self.names = [p[0] for p in pairs]
         self.inputs = [p[1] for p in pairs]
         self.targets = [p[2] for p in pairs]
@@ -73,7 +99,7 @@ class PairedPatches:
     def check_patch(self, patch: int) -> None:
         """A patch larger than the smallest image is a config error, reported before training."""
         if patch > self.min_side:
-            raise DerainError(f"patch size {patch} is larger than the smallest training image "
+            raise DerainError(f"patch size {patch} is larger than the smallest {self.label} "
                               f"(shortest side {self.min_side} px); lower data.patch")
 
     def _next_index(self) -> int:

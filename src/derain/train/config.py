@@ -37,15 +37,27 @@ class Stage:
 
 @dataclass
 class DataConfig:
-    """Paired training data and the validation set (folders holding rainy/clean pairs)."""
+    """Paired training data, optional synthetic rain mixed in, and the validation set.
 
-    train: str = "../shared/data/rain100l-train"
+    ``batch`` is per process: under torchrun the effective batch of one optimiser step is
+    ``batch x world_size x optim.accumulate`` (each process draws different patches; gradients are averaged).
+
+    ``synth_ratio`` is the fraction of each batch made of synthetic pairs: clean patches cropped from the
+    images under ``synth_clean`` (a folder searched recursively, or several separated by commas) with rain
+    added by :mod:`derain.data.synth` using preset ``synth_preset``. With ``synth_ratio: 1.0`` the real pairs
+    are not used at all and ``train`` may be null (training on synthetic rain only).
+    """
+
+    train: str | None = "../shared/data/rain100l-train"
     val: str | None = None
     patch: int = 128
-    batch: int = 8
+    batch: int = 8  # per process, see above
     stages: list[Stage] = field(default_factory=list)  # Restormer-style progressive patches; empty = fixed
     val_max_images: int | None = None  # score only the first N validation pairs (faster monitoring)
     train_max_images: int | None = None  # train on the first N pairs only (quick experiments, tests)
+    synth_ratio: float = 0.0
+    synth_clean: str | None = None  # e.g. ../shared/data/clean
+    synth_preset: str = "light"
 
 
 @dataclass
@@ -66,7 +78,9 @@ class ScheduleConfig:
 
     ``cosine``: linear warmup over ``warmup_steps`` then cosine to ``min_lr``; ``restormer``: constant-then-cosine
     cyclic (``periods``, ``restart_weights``, ``eta_mins``); ``step``: multiply by ``gamma`` every
-    ``step_size`` steps; ``constant``.
+    ``step_size`` steps; ``plateau``: after the warmup, multiply by ``factor`` (not below ``min_lr``) when the
+    validation PSNR has not improved for more than ``patience`` validations (needs ``data.val``; validations
+    happen every ``val_every`` steps); ``constant``.
     """
 
     name: str = "cosine"
@@ -77,6 +91,8 @@ class ScheduleConfig:
     eta_mins: list[float] = field(default_factory=list)
     gamma: float = 0.5
     step_size: int = 1000
+    factor: float = 0.5  # plateau
+    patience: int = 2  # plateau: validations without improvement before the lr drops
 
 
 @dataclass
@@ -90,7 +106,11 @@ class LossTerm:
 
 @dataclass
 class TrainConfig:
-    """Everything one training run needs."""
+    """Everything one training run needs.
+
+    ``device`` is ``cpu`` or ``cuda``; under torchrun each process takes GPU ``LOCAL_RANK``. ``threads``
+    is per process (on one machine, give each of N processes about cores / N).
+    """
 
     name: str = "run"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -108,8 +128,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 50
     out_dir: str = "runs"
-    warm_start: str | None = None  # initial weights (a checkpoint), e.g. the previous stage's result
+    warm_start: str | None = None  # initial weights: a checkpoint or a run folder (e.g. stage 1's)
     time_budget_minutes: float | None = None
+    tensorboard: bool = False  # also log to <run>/tensorboard (needs the tensorboard package)
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
@@ -248,6 +269,13 @@ def validate(config: TrainConfig) -> None:
         (config.val_every > 0 and config.checkpoint_every > 0 and config.log_every > 0,
          "val_every, checkpoint_every and log_every must be positive"),
         (bool(config.loss), "loss needs at least one term"),
+        (0.0 <= config.data.synth_ratio <= 1.0, "data.synth_ratio must be in [0, 1]"),
+        (config.data.synth_ratio == 0.0 or bool(config.data.synth_clean),
+         "data.synth_ratio > 0 needs data.synth_clean (a folder of clean images, e.g. ../shared/data/clean)"),
+        (config.data.synth_ratio == 1.0 or bool(config.data.train),
+         "data.train is needed unless data.synth_ratio is 1 (synthetic pairs only)"),
+        (config.schedule.name != "plateau" or bool(config.data.val),
+         "schedule plateau is driven by the validation PSNR: set data.val"),
     ]
     for ok, message in checks:
         if not ok:

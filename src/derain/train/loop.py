@@ -2,16 +2,22 @@
 
 Files in the run folder (``<out_dir>/<name>/``):
 
-- ``last.pt``: the weights to use (EMA weights when ``ema_decay`` > 0), a self-describing checkpoint written
-  by :func:`derain.checkpoints.save_checkpoint` (model name + config), so ``derain run --weights`` needs
-  nothing else;
-- ``last.state.pt``: the resume state (raw weights, optimiser, EMA, RNG and sampler states, step);
-- ``best.pt``: the weights that scored best on the validation set, **for monitoring only**: when the
-  validation set is a test set (Rain100L), picking this file would be selection on the test set;
-- ``train.log`` (plain text) and ``config.yaml`` (the resolved config).
+- ``last.safetensors``: the weights to use (EMA weights when ``ema_decay`` > 0), written by
+  :func:`derain.checkpoints.save_checkpoint` with the model name and config in its metadata, so
+  ``derain run --weights`` needs nothing else;
+- ``last.state.pt``: the resume state (raw weights, optimiser, EMA, schedule, RNG and sampler states of every
+  process, step), a torch file because it holds Python objects as well as tensors;
+- ``best.safetensors``: the weights that scored best on the validation set, **for monitoring only**: when
+  the validation set is a test set (Rain100L), picking this file would be selection on the test set;
+- ``train.log`` (plain text), ``config.yaml`` (the resolved config), ``tensorboard/`` when enabled.
 
-The learning rate is a pure function of the step and all randomness is in saved generators, so a run cut
-into pieces (``time_budget_minutes``, then ``resume``) ends with the same weights as an uninterrupted run.
+All randomness is in saved generators and the schedule's state is saved, so a run cut into pieces
+(``time_budget_minutes``, then ``resume``) ends with the same weights as an uninterrupted run.
+
+Under ``torchrun`` (see :mod:`derain.train.distributed`) the model is wrapped in DistributedDataParallel:
+every process starts from the same weights, draws its own patches (sampler seed ``seed + rank``) and
+gradients are averaged, so the effective batch is ``data.batch x world_size x optim.accumulate``. Rank 0
+alone logs, validates and writes files; the others wait for it at a barrier.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -29,16 +36,20 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from derain.data.datasets import PairedPatches, load_pairs
+from derain.data.datasets import load_pairs
 from derain.errors import DerainError
 from derain.infer import InferenceOptions, restore
 from derain.losses import build_loss
 from derain.models import build, get_spec
+from derain.train import distributed
+from derain.train.batches import TrainBatches
 from derain.train.config import Stage, TrainConfig, load_config
 from derain.train.ema import EMA
 from derain.train.schedules import make_schedule
 
 STATE_SUFFIX = ".state.pt"
+LAST = "last.safetensors"
+BEST = "best.safetensors"
 
 
 def cpu_supports_bf16() -> bool:
@@ -75,11 +86,35 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 
 def state_path_for(checkpoint: str | Path) -> Path:
-    """``run/last.pt`` -> ``run/last.state.pt`` (a state path is returned unchanged)."""
+    """The resume state of a run: from its folder, ``last.safetensors``, ``last.pt`` (runs written before
+    safetensors) or the ``last.state.pt`` itself."""
     path = Path(checkpoint)
+    if path.is_dir() or not path.suffix:  # a run folder (a missing one then reports its expected state file)
+        return path / ("last" + STATE_SUFFIX)
     if path.name.endswith(STATE_SUFFIX):
         return path
     return path.with_name(path.stem + STATE_SUFFIX)
+
+
+def weights_path_for(path: str | Path) -> Path:
+    """A weights file, or a run folder's ``last.safetensors`` (``last.pt`` for older runs)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (LAST, "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise DerainError(f"no {LAST} (or last.pt) in run folder {path}")
+    return path
+
+
+def _tensorboard_writer(folder: Path, create: bool) -> Any:
+    """A SummaryWriter in ``folder`` (only where ``create``); checks everywhere that the package exists."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # optional: not a dependency of derain
+    except ImportError:
+        raise DerainError("tensorboard: true needs the 'tensorboard' package: pip install tensorboard "
+                          "(or set tensorboard: false)") from None
+    return SummaryWriter(str(folder)) if create else None
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -97,7 +132,7 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
     """Dotted keys whose values differ between two config dicts (time budget and warm start ignored)."""
     out = []
     for key in sorted(set(old) | set(new)):
-        if key in ("time_budget_minutes", "warm_start"):
+        if key in ("time_budget_minutes", "warm_start", "tensorboard"):
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
@@ -108,12 +143,15 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
 
 
 class Logger:
-    """Plain-text log in the run folder, echoed to stdout (tqdm-safe)."""
+    """Plain-text log in the run folder, echoed to stdout (tqdm-safe); silent where not ``enabled``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, enabled: bool = True) -> None:
         self.path = path
+        self.enabled = enabled
 
     def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
         tqdm.write(line)
         with self.path.open("a") as f:
@@ -128,20 +166,26 @@ class Trainer:
         self.started = time.monotonic()
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.device = torch.device(config.device)
+        # Joins the torchrun process group when the environment describes one (a no-op otherwise).
+        self.dist, self.device, self._owns_group = distributed.setup(config.device)
+        self.is_main = self.dist.is_main
         self.dtype = autocast_dtype(config.precision, self.device)
         self.spec = get_spec(config.model.name)
         self.model_config = {**self.spec.default_config, **config.model.options}
-        self._seed(config.seed)
+        self._seed(config.seed)  # the same seed on every rank: identical initial weights everywhere
         self.model = build(config.model.name, **config.model.options).to(self.device)
 
-        self.train_set = PairedPatches(load_pairs(config.data.train, config.data.train_max_images), seed=config.seed)
+        # Each rank draws its own patches (and synthetic rain): its samplers are seeded with seed + rank.
+        self.batches = TrainBatches.from_config(config.data, seed=config.seed + self.dist.rank)
         for stage in self._stages():
-            self.train_set.check_patch(stage.patch)
+            self.batches.check_patch(stage.patch)
             if stage.patch % self.spec.size_multiple:
                 raise DerainError(f"patch size {stage.patch} must be a multiple of {self.spec.size_multiple} "
                                   f"for model {config.model.name!r}")
-        self.val_pairs = load_pairs(config.data.val, config.data.val_max_images) if config.data.val else []
+        # Only rank 0 validates, so only it holds the validation images.
+        self.has_val = bool(config.data.val)
+        self.val_pairs = (load_pairs(config.data.val, config.data.val_max_images)
+                          if self.has_val and self.is_main else [])
 
         opt_cls = torch.optim.AdamW if config.optim.name == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
@@ -150,16 +194,36 @@ class Trainer:
         self.loss = build_loss(config.loss).to(self.device)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.step = 0
+        self.saved_step = -1
         self.best_psnr = -math.inf
 
         self.run_dir = config.run_dir()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = Logger(self.run_dir / "train.log")
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = Logger(self.run_dir / "train.log", enabled=self.is_main)
+        self.tb = _tensorboard_writer(self.run_dir / "tensorboard", self.is_main) if config.tensorboard else None
         if resume:
             self._load_state(resume)
         elif config.warm_start:
             self._warm_start(config.warm_start)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        # DDP broadcasts rank 0's weights at construction, so all ranks start equal even after a warm start.
+        self.net: torch.nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # FastDerain's 1x1 branch kernels get gradients whose size-1 dimensions carry other strides than
+            # DDP's buckets: the same memory layout, but DDP warns on every process. Nothing to fix.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if self.is_main:
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    def close(self) -> None:
+        """Flush TensorBoard and leave the process group if this trainer joined it."""
+        if self.tb is not None:
+            self.tb.close()
+        distributed.teardown(self._owns_group)
 
     # ----- setup helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -180,33 +244,63 @@ class Trainer:
     def _warm_start(self, path: str) -> None:
         from derain.checkpoints import load_model
 
-        source, name = load_model(self.config.model.name, path)
+        weights = weights_path_for(path)
+        source, name = load_model(self.config.model.name, weights)
         if name != self.config.model.name:
             raise DerainError(f"warm_start {path} holds model {name!r}, the config trains {self.config.model.name!r}")
         self.model.load_state_dict(source.state_dict())
         if self.ema is not None:
             self.ema = EMA(self.model, self.config.ema_decay)
-        self.log(f"warm start from {path}")
+        self.log(f"warm start from {weights}")
+
+    def _rank_state(self) -> dict[str, Any]:
+        """This process's randomness: its batch sampler and the global generators."""
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"batches": self.batches.state_dict(), "rng": rng}
+
+    def _load_rank_state(self, state: dict[str, Any]) -> None:
+        self.batches.load_state_dict(state["batches"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if self.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     def _load_state(self, resume: str) -> None:
+        from derain.checkpoints import load_weights
+
         path = state_path_for(resume)
         if not path.is_file():
-            raise DerainError(f"cannot resume: no training state at {path} (written beside last.pt by derain train)")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+            raise DerainError(f"cannot resume: no training state at {path} (written beside {LAST} by derain train)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a truncated or foreign file: say which, in one line
+            raise DerainError(f"cannot resume: {path} is not a readable training state "
+                              f"({type(exc).__name__})") from None
+        if not isinstance(state, dict) or "model" not in state or "step" not in state:
+            raise DerainError(f"cannot resume: {path} is not a training state written by derain train")
         if state.get("model_name") != self.config.model.name:
             raise DerainError(f"cannot resume: {path} is a checkpoint of model {state.get('model_name')!r}, "
                               f"the config trains {self.config.model.name!r}")
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"], what=f"cannot resume: {path.name}")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             if state.get("ema") is None:
                 raise DerainError(f"cannot resume: {path} has no EMA state but the config sets ema_decay")
             self.ema.load_state_dict(state["ema"])
-        self.train_set.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        self.step = int(state["step"])
+        if hasattr(self.schedule, "load_state_dict") and state.get("schedule") is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        # Older states hold one process's sampler and generators at the top level.
+        ranks = state.get("ranks") or [{"batches": state["sampler"], "rng": state["rng"]}]
+        if len(ranks) != self.dist.world_size:
+            self.log(f"note: the run was saved by {len(ranks)} process(es), resuming with {self.dist.world_size}: "
+                     "the data order is not an exact continuation")
+        if self.dist.rank < len(ranks):
+            self._load_rank_state(ranks[self.dist.rank])
+        self.step = self.saved_step = int(state["step"])
         changed = _changed_keys(state.get("config", {}), self.config.to_dict())
         if changed:  # allowed (e.g. a longer run), but an exact continuation needs the same recipe
             self.log(f"note: resuming with changed config keys: {', '.join(changed)}")
@@ -226,26 +320,28 @@ class Trainer:
         from derain.checkpoints import save_checkpoint
 
         extra = {"step": self.step, "kind": kind, "train_config": self.config.to_dict()}
-        tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-        save_checkpoint(tmp, model, self.config.model.name, self.model_config, extra=extra)
-        os.replace(tmp, path)
+        save_checkpoint(path, model, self.config.model.name, self.model_config, extra=extra)  # atomic
 
     def save(self) -> Path:
-        """Write ``last.pt`` and its resume state; returns the ``last.pt`` path."""
-        last = self.run_dir / "last.pt"
-        self._save_weights(last, self.export_model(), "last")
-        state = {
-            "step": self.step,
-            "model_name": self.config.model.name,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "sampler": self.train_set.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            "best_psnr": self.best_psnr,
-            "config": self.config.to_dict(),
-        }
-        _atomic_torch_save(state, state_path_for(last))
+        """Write ``last.safetensors`` and its resume state (rank 0; every rank must call this)."""
+        ranks = distributed.gather_objects(self._rank_state())  # collective: every rank takes part
+        last = self.run_dir / LAST
+        if self.is_main:
+            self._save_weights(last, self.export_model(), "last")
+            state = {
+                "step": self.step,
+                "model_name": self.config.model.name,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "schedule": self.schedule.state_dict() if hasattr(self.schedule, "state_dict") else None,
+                "ranks": ranks,
+                "best_psnr": self.best_psnr,
+                "config": self.config.to_dict(),
+            }
+            _atomic_torch_save(state, state_path_for(last))
+        self.saved_step = self.step
+        distributed.barrier()
         return last
 
     # ----- validation ----------------------------------------------------------------------------------
@@ -268,19 +364,34 @@ class Trainer:
         return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
 
     def _validate_and_log(self) -> None:
-        t = time.monotonic()
-        psnr, ssim = self.validate()
-        note = ""
-        if psnr > self.best_psnr:
-            self.best_psnr = psnr
-            self._save_weights(self.run_dir / "best.pt", self.export_model(), "best on validation (monitoring only)")
-            note = " (best so far; best.pt is for monitoring, not for selection)"
-        self.log(f"step {self.step} val {len(self.val_pairs)} pairs matlab-y PSNR {psnr:.3f} SSIM {ssim:.4f} "
-                 f"[{time.monotonic() - t:.0f}s]{note}")
+        """Rank 0 validates while the others wait; the PSNR then reaches every rank (for ``plateau``)."""
+        psnr = None
+        if self.is_main:
+            t = time.monotonic()
+            psnr, ssim = self.validate()
+            note = ""
+            if psnr > self.best_psnr:
+                self.best_psnr = psnr
+                self._save_weights(self.run_dir / BEST, self.export_model(), "best on validation (monitoring only)")
+                note = f" (best so far; {BEST} is for monitoring, not for selection)"
+            self.log(f"step {self.step} val {len(self.val_pairs)} pairs matlab-y PSNR {psnr:.3f} SSIM {ssim:.4f} "
+                     f"[{time.monotonic() - t:.0f}s]{note}")
+            if self.tb is not None:
+                self.tb.add_scalar("val/psnr", psnr, self.step)
+                self.tb.add_scalar("val/ssim", ssim, self.step)
+        psnr = distributed.broadcast_object(psnr)
+        if hasattr(self.schedule, "observe") and self.schedule.observe(psnr):
+            self.log(f"step {self.step} PSNR below its best ({self.schedule.best:.3f}) for "
+                     f"{self.config.schedule.patience + 1} validation(s) in a row: lr lowered to "
+                     f"{self.schedule(self.step):.3e}")
 
     # ----- the loop ------------------------------------------------------------------------------------
     def train_step(self) -> tuple[float, dict[str, float], float]:
-        """One optimiser step (with accumulation); returns the loss, its terms and the lr used."""
+        """One optimiser step (with accumulation); returns the loss, its terms and the lr used.
+
+        The loss of each micro-batch is divided by ``accumulate`` so the summed gradients are those of the
+        mean loss over all micro-batches: accumulating N batches of B gives the update of one batch of N x B.
+        """
         cfg = self.config
         lr = self.schedule(self.step)
         for group in self.optimizer.param_groups:
@@ -288,14 +399,19 @@ class Trainer:
         stage = self._stage_at(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         total, parts = 0.0, {}
-        for _ in range(cfg.optim.accumulate):
-            x, y = self.train_set.sample(stage.batch, stage.patch)
+        for i in range(cfg.optim.accumulate):
+            x, y = self.batches.sample(stage.batch, stage.patch)
             x, y = x.to(self.device), y.to(self.device)
-            with _autocast(self.device, self.dtype):
-                out = self.model(x)
-            loss, parts = self.loss(out.float(), y)
-            (loss / cfg.optim.accumulate).backward()
+            # Under DDP, gradients are all-reduced only on the last micro-batch (no_sync skips the others).
+            last_micro = i == cfg.optim.accumulate - 1
+            sync = self.net.no_sync() if self.dist.enabled and not last_micro else contextlib.nullcontext()
+            with sync:
+                with _autocast(self.device, self.dtype):
+                    out = self.net(x)
+                loss, parts = self.loss(out.float(), y)
+                (loss / cfg.optim.accumulate).backward()
             total += float(loss.detach()) / cfg.optim.accumulate
+        total = distributed.mean_scalar(total, self.device)  # every rank sees (and stops on) the same loss
         if not math.isfinite(total):
             raise RuntimeError(f"loss is {total} at step {self.step}; lower optim.lr or set optim.grad_clip")
         if cfg.optim.grad_clip:
@@ -307,18 +423,23 @@ class Trainer:
         return total, parts, lr
 
     def fit(self, stop_at: int | None = None) -> Path:
-        """Train until ``total_steps`` or the time budget; returns the ``last.pt`` path.
+        """Train until ``total_steps`` or the time budget; returns the ``last.safetensors`` path.
 
         ``stop_at`` stops (with a checkpoint) after that step, as a time budget would, but deterministically.
         """
         cfg = self.config
         budget = cfg.time_budget_minutes * 60.0 if cfg.time_budget_minutes else None
+        stage = self._stage_at(self.step)
+        world = self.dist.world_size
         self.log(f"training {cfg.model.name} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M params) "
-                 f"on {len(self.train_set)} pairs, steps {self.step}->{cfg.total_steps}, "
+                 f"on {self.batches.describe()}, steps {self.step}->{cfg.total_steps}, "
+                 f"batch {stage.batch} x {world} process(es) x {cfg.optim.accumulate} accumulated "
+                 f"= {stage.batch * world * cfg.optim.accumulate}, "
                  f"precision {'bf16' if self.dtype else 'fp32'}, threads {torch.get_num_threads()}"
                  + (f", time budget {cfg.time_budget_minutes:g} min" if budget else ""))
         self.model.train()
-        bar = tqdm(total=cfg.total_steps, initial=self.step, disable=None, dynamic_ncols=True, desc="train")
+        bar = tqdm(total=cfg.total_steps, initial=self.step, disable=None if self.is_main else True,
+                   dynamic_ncols=True, desc="train")
         loop_start, loop_start_step = time.monotonic(), self.step
         running = None
         stopped_early = False
@@ -333,23 +454,28 @@ class Trainer:
                 terms = " ".join(f"{k} {v:.4f}" for k, v in parts.items()) if len(parts) > 1 else ""
                 self.log(f"step {self.step}/{cfg.total_steps} loss {running:.5f} {terms} lr {lr:.3e} "
                          f"{per_step * 1000:.0f} ms/step ETA {eta / 60:.1f} min".replace("  ", " "))
+                if self.tb is not None:
+                    self.tb.add_scalar("train/loss", running, self.step)
+                    self.tb.add_scalar("train/lr", lr, self.step)
             done = self.step >= cfg.total_steps
             out_of_time = budget is not None and time.monotonic() - self.started + per_step > budget
+            if budget is not None:  # clocks differ between processes: rank 0 decides for all
+                out_of_time = bool(distributed.broadcast_object(out_of_time))
             out_of_time = out_of_time or (stop_at is not None and self.step >= stop_at)
+            # Validate before saving, so the state holds what this validation did to the schedule.
+            if self.has_val and (done or self.step % cfg.val_every == 0):
+                self._validate_and_log()
             if done or out_of_time or self.step % cfg.checkpoint_every == 0:
                 self.save()
-            if self.val_pairs and (done or self.step % cfg.val_every == 0):
-                self._validate_and_log()
             if out_of_time and not done:
                 stopped_early = True
                 break
         bar.close()
-        last = self.run_dir / "last.pt"
-        if not last.exists():  # nothing to train (already at total_steps): still hand back weights
+        last = self.run_dir / LAST
+        if self.saved_step != self.step:  # nothing to train (already at total_steps): still hand back weights
             self.save()
         if stopped_early:
-            self.log(f"stopped at step {self.step}/{cfg.total_steps}; "
-                     f"continue with --resume {last}")
+            self.log(f"stopped at step {self.step}/{cfg.total_steps}; continue with --resume {self.run_dir}")
         else:
             self.log(f"finished {cfg.total_steps} steps; weights in {last}")
         return last
@@ -357,16 +483,20 @@ class Trainer:
 
 def train_from_config(config_path: str | None, overrides: Iterable[str] = (), time_budget_minutes: float | None = None,
                       resume: str | None = None) -> Path:
-    """Train from a YAML config (``overrides``: ``key=value`` with dotted keys); returns the last checkpoint.
+    """Train from a YAML config (``overrides``: ``key=value`` with dotted keys); returns ``last.safetensors``.
 
-    ``resume`` continues exactly from a ``last.pt``/``last.state.pt`` of an earlier run of the same config;
-    ``resume="auto"`` resumes from the run folder's own ``last.state.pt`` when there is one.
+    ``resume`` continues exactly from an earlier run of the same config: its run folder, ``last.safetensors``
+    or ``last.state.pt``; ``resume="auto"`` resumes from the run folder's own state when there is one.
     ``time_budget_minutes`` stops cleanly at a checkpoint before the budget is spent.
     """
     config = load_config(config_path, overrides)
     if time_budget_minutes is not None:
         config.time_budget_minutes = time_budget_minutes
     if resume == "auto":
-        candidate = state_path_for(config.run_dir() / "last.pt")
+        candidate = config.run_dir() / ("last" + STATE_SUFFIX)
         resume = str(candidate) if candidate.is_file() else None
-    return Trainer(config, resume=resume).fit()
+    trainer = Trainer(config, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()

@@ -1,12 +1,14 @@
-"""Learning-rate schedules as pure functions of the step.
+"""Learning-rate schedules: ``lr(step) -> float``.
 
-A schedule is ``lr(step) -> float``: it holds no state, so resuming a run only needs the step number, and a
-run cut into pieces follows exactly the same curve as one uninterrupted run.
+The step-driven schedules (cosine, restormer, step, constant) are pure functions of the step, so resuming a
+run only needs the step number. ``plateau`` also depends on the validation scores seen so far; its small
+state (:meth:`PlateauSchedule.state_dict`) is part of the resume state, so a run cut into pieces still
+follows exactly the same curve as one uninterrupted run.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 from derain.errors import DerainError
 from derain.train.config import ScheduleConfig
@@ -50,8 +52,54 @@ def step_decay(base_lr: float, gamma: float, step_size: int) -> Schedule:
     return lambda step: base_lr * gamma ** (step // step_size)
 
 
+class PlateauSchedule:
+    """ReduceLROnPlateau on the validation PSNR (FSDerain's recipe), after an optional linear warmup.
+
+    After every validation, :meth:`observe` gets the PSNR; when it has not beaten the best so far for more
+    than ``patience`` validations in a row, the lr is multiplied by ``factor`` (never below ``min_lr``) and
+    the count starts again. Higher is better (PSNR), so ``mode`` is fixed to "max".
+    """
+
+    def __init__(self, base_lr: float, factor: float, patience: int, min_lr: float = 0.0,
+                 warmup_steps: int = 0) -> None:
+        if not 0.0 < factor < 1.0:
+            raise DerainError(f"schedule plateau: factor must be in (0, 1), not {factor}")
+        if patience < 0:
+            raise DerainError(f"schedule plateau: patience must be >= 0, not {patience}")
+        self.base_lr, self.factor, self.patience = base_lr, factor, patience
+        self.min_lr, self.warmup_steps = min_lr, warmup_steps
+        self.current = base_lr
+        self.best = -math.inf
+        self.bad = 0  # validations in a row without improvement
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.current * (step + 1) / self.warmup_steps
+        return self.current
+
+    def observe(self, metric: float) -> bool:
+        """Record one validation score; returns True when this lowered the lr."""
+        if metric > self.best:
+            self.best, self.bad = metric, 0
+            return False
+        self.bad += 1
+        if self.bad <= self.patience:
+            return False
+        self.bad = 0
+        lowered = max(self.min_lr, self.current * self.factor)
+        changed = lowered < self.current
+        self.current = lowered
+        return changed
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"current": self.current, "best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.current, self.best, self.bad = float(state["current"]), float(state["best"]), int(state["bad"])
+
+
 def make_schedule(config: ScheduleConfig, base_lr: float, total_steps: int) -> Schedule:
-    """The schedule named in ``config``."""
+    """The schedule named in ``config`` (a :class:`PlateauSchedule` for ``plateau``)."""
     if config.name == "cosine":
         return warmup_cosine(base_lr, total_steps, config.warmup_steps, config.min_lr)
     if config.name == "restormer":
@@ -60,5 +108,7 @@ def make_schedule(config: ScheduleConfig, base_lr: float, total_steps: int) -> S
         return step_decay(base_lr, config.gamma, config.step_size)
     if config.name == "constant":
         return lambda step: base_lr
+    if config.name == "plateau":
+        return PlateauSchedule(base_lr, config.factor, config.patience, config.min_lr, config.warmup_steps)
     raise DerainError(f"config key 'schedule.name': unknown schedule {config.name!r} "
-                      "(choose cosine, restormer, step or constant)")
+                      "(choose cosine, restormer, step, plateau or constant)")

@@ -11,3 +11,17 @@ def default_checkpoint() -> Path | None:
     """Path of the bundled default checkpoint, or None when the package ships none."""
     path = Path(__file__).with_name(DEFAULT_NAME)
     return path if path.is_file() else None
+
+
+def default_model_name() -> str | None:
+    """The registered network the bundled checkpoint holds (read from its header), or None."""
+    path = default_checkpoint()
+    if path is None:
+        return None
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        header = json.loads((f.metadata() or {}).get("derain", "{}"))
+    return header.get("model")

@@ -1,0 +1,128 @@
+"""Training batches: real rainy/clean pairs, synthetic pairs made on the fly from clean images, or a mix.
+
+A batch of B holds ``B * data.synth_ratio`` synthetic pairs in expectation (stochastic rounding, so a
+ratio of 0.1 with batch 8 still means 10 % synthetic pairs overall, not none). Synthetic inputs come from
+:func:`derain.data.synth.synthesize` with a ``torch.Generator`` of our own, whose state is saved with the
+samplers' so that a resumed run draws exactly the rain an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from derain.data.datasets import PairedPatches, load_clean_images, load_pairs
+from derain.errors import DerainError
+from derain.train.config import DataConfig
+
+
+def _synth_module() -> ModuleType:
+    # Imported when first needed: runs without synthetic rain never load it, and import_module reads
+    # sys.modules, so tests can stand in for it.
+    try:
+        return importlib.import_module("derain.data.synth")
+    except ImportError as exc:
+        raise DerainError(f"data.synth_ratio > 0 needs derain.data.synth, which failed to import: {exc}") from None
+
+
+def _derived_seed(seed: int, stream: int) -> int:
+    """An independent 32-bit seed for ``stream`` (so the samplers of one run are not correlated)."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+
+
+class TrainBatches:
+    """``sample(batch, patch) -> (inputs, targets)`` from real pairs, synthetic pairs, or both."""
+
+    def __init__(self, real: PairedPatches | None, clean: PairedPatches | None = None, synth_ratio: float = 0.0,
+                 synth_preset: str = "light", seed: int = 0) -> None:
+        if real is None and (clean is None or synth_ratio < 1.0):
+            raise DerainError("no training data: set data.train, or data.synth_ratio 1 with data.synth_clean")
+        self.real, self.clean, self.synth_ratio = real, clean, synth_ratio if clean is not None else 0.0
+        self.generator = torch.Generator().manual_seed(_derived_seed(seed, 2))
+        self.rain_config: Any = None
+        if self.synth_ratio > 0:
+            synth = _synth_module()
+            try:
+                self.rain_config = synth.preset(synth_preset)
+            except (KeyError, ValueError) as exc:
+                raise DerainError(f"config key 'data.synth_preset': {exc}") from None
+            self._synthesize = synth.synthesize
+
+    @classmethod
+    def from_config(cls, data: DataConfig, seed: int) -> "TrainBatches":
+        """Load what ``data`` names (real pairs only when they are used; clean images only for synthesis)."""
+        real = None
+        if data.synth_ratio < 1.0:
+            assert data.train is not None  # validate() guarantees it
+            real = PairedPatches(load_pairs(data.train, data.train_max_images), seed=seed)
+        clean = None
+        if data.synth_ratio > 0:
+            assert data.synth_clean is not None
+            images = load_clean_images(data.synth_clean)
+            clean = PairedPatches([(n, a, a) for n, a in images], seed=_derived_seed(seed, 1),
+                                  label="clean image (data.synth_clean)")
+        return cls(real, clean, data.synth_ratio, data.synth_preset, seed)
+
+    def describe(self) -> str:
+        parts = []
+        if self.real is not None and self.synth_ratio < 1.0:
+            parts.append(f"{len(self.real)} pairs")
+        if self.synth_ratio > 0 and self.clean is not None:
+            parts.append(f"synthetic rain from {len(self.clean)} clean images ({self.synth_ratio:.0%} of each batch)")
+        return " + ".join(parts)
+
+    def check_patch(self, patch: int) -> None:
+        """A patch larger than any source image is a config error, reported before training."""
+        if self.real is not None and self.synth_ratio < 1.0:
+            self.real.check_patch(patch)
+        if self.clean is not None and self.synth_ratio > 0:
+            self.clean.check_patch(patch)
+
+    def _synthetic_count(self, batch: int) -> int:
+        if self.synth_ratio <= 0:
+            return 0
+        if self.synth_ratio >= 1:
+            return batch
+        exact = batch * self.synth_ratio
+        whole = math.floor(exact)
+        extra = float(torch.rand(1, generator=self.generator)) < exact - whole if exact > whole else False
+        return whole + int(extra)
+
+    def sample(self, batch: int, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch: real pairs first, then synthetic ones (B x 3 x patch x patch floats in [0, 1])."""
+        n_synth = self._synthetic_count(batch)
+        xs, ys = [], []
+        if batch - n_synth > 0:
+            assert self.real is not None
+            x, y = self.real.sample(batch - n_synth, patch)
+            xs.append(x)
+            ys.append(y)
+        if n_synth > 0:
+            assert self.clean is not None
+            _, clean = self.clean.sample(n_synth, patch)
+            rainy = self._synthesize(clean, self.rain_config, self.generator)
+            xs.append(rainy.float().clamp_(0.0, 1.0))
+            ys.append(clean)
+        if len(xs) == 1:
+            return xs[0], ys[0]
+        return torch.cat(xs), torch.cat(ys)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that decides the next batches (for exact resume)."""
+        return {"real": self.real.state_dict() if self.real is not None else None,
+                "clean": self.clean.state_dict() if self.clean is not None else None,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "rng" in state and "real" not in state:  # a state written before synthetic mixing: the pairs only
+            state = {"real": state, "clean": None, "generator": None}
+        if self.real is not None and state.get("real") is not None:
+            self.real.load_state_dict(state["real"])
+        if self.clean is not None and state.get("clean") is not None:
+            self.clean.load_state_dict(state["clean"])
+        if state.get("generator") is not None:
+            self.generator.set_state(state["generator"])
