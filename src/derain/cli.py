@@ -11,7 +11,7 @@ from pathlib import Path
 
 from derain.errors import DerainError
 
-SUBCOMMANDS = ("run", "eval", "bench", "models", "train")
+SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "synth")
 
 
 def _inference_args(p: argparse.ArgumentParser) -> None:
@@ -57,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     _inference_args(bench)
 
     sub.add_parser("models", help="list the available networks")
+
+    syn = sub.add_parser("synth", help="add synthetic rain to clean images (training pairs, previews)")
+    syn.add_argument("inputs", nargs="+", metavar="CLEAN", help="clean image files, folders or glob patterns")
+    syn.add_argument("-o", "--output", required=True, help="output folder for the rainy images")
+    syn.add_argument("--preset", default="light", choices=["light", "heavy"],
+                     help="light: Rain100L-like (default); heavy: Rain100H-like, dense, with haze")
+    syn.add_argument("--seed", type=int, default=0, help="random seed; same seed, same rain (default 0)")
+    syn.add_argument("--count", type=int, default=1,
+                     help="rainy versions per image, named NAME_1 .. NAME_K when K > 1 (default 1)")
+    syn.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
     train = sub.add_parser("train", help="train or fine-tune a network from a YAML config")
     train.add_argument("config", help="YAML config (see configs/)")
@@ -145,7 +155,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "train": cmd_train}
+def cmd_synth(args: argparse.Namespace) -> int:
+    from derain.synth_job import SynthJob, synth
+    job = SynthJob(inputs=args.inputs, output_dir=Path(args.output), preset=args.preset, seed=args.seed,
+                   count=args.count, overwrite=args.overwrite)
+    report = synth(job)
+    print(f"derain: wrote {len(report.written)} rainy image(s) to {job.output_dir}"
+          + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "train": cmd_train,
+            "synth": cmd_synth}
 
 
 def main(argv: list[str] | None = None) -> int:
