@@ -11,6 +11,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from tqdm import tqdm
@@ -76,14 +77,19 @@ def shard_files(files: list[Path], shard: tuple[int, int] | None) -> list[Path]:
 def output_paths(files: list[Path], output_dir: Path, suffix: str | None) -> list[Path]:
     """Output path of each input; two inputs that would land on the same output are an error."""
     outputs = [output_dir / (f.stem + suffix if suffix else f.name) for f in files]
+    check_outputs(zip(files, outputs))
+    return outputs
+
+
+def check_outputs(pairs: Iterable[tuple[Path, Path]]) -> None:
+    """Refuse (input, output) plans where two inputs share an output or an output is its own input."""
     seen: dict[Path, Path] = {}
-    for src, dst in zip(files, outputs):
+    for src, dst in pairs:
         if dst in seen:
             raise DerainError(f"{seen[dst]} and {src} would both be written to {dst}; run them separately")
         if dst.resolve() == src.resolve():
             raise DerainError(f"output {dst} is the input itself; choose another output folder with -o")
         seen[dst] = src
-    return outputs
 
 
 def prepare_output_dir(output_dir: Path) -> None:

@@ -49,14 +49,9 @@ def synth_outputs(files: list[Path], output_dir: Path, count: int) -> list[list[
     """Output paths of each input (``count`` of them); two inputs landing on one output are an error."""
     outputs = [[output_dir / f.name] if count == 1 else [output_dir / f"{f.stem}_{k}{f.suffix}"
                                                           for k in range(1, count + 1)] for f in files]
-    seen: dict[Path, Path] = {}
-    for src, dsts in zip(files, outputs):
-        for dst in dsts:
-            if dst in seen:
-                raise DerainError(f"{seen[dst]} and {src} would both be written to {dst}; run them separately")
-            if dst.resolve() == src.resolve():
-                raise DerainError(f"output {dst} is the input itself; choose another output folder with -o")
-            seen[dst] = src
+    from derain.runner import check_outputs
+
+    check_outputs((src, dst) for src, dsts in zip(files, outputs) for dst in dsts)
     return outputs
 
 
