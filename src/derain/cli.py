@@ -11,12 +11,13 @@ from pathlib import Path
 
 from derain.errors import DerainError
 
-SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "synth")
+SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "synth", "serve", "compare")
 
 
-def _inference_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="network name (see `derain models`); optional when the checkpoint names it")
-    p.add_argument("--weights", help="checkpoint file (.pth/.pt/.safetensors; official Restormer format accepted)")
+def _inference_args(p: argparse.ArgumentParser, model_args: bool = True) -> None:
+    if model_args:
+        p.add_argument("--model", help="network name (see `derain models`); optional when the checkpoint names it")
+        p.add_argument("--weights", help="checkpoint file (.pth/.pt/.safetensors; official Restormer format accepted)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 autocast on GPUs, float32 on the CPU")
@@ -67,6 +68,36 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--count", type=int, default=1,
                      help="rainy versions per image, named NAME_1 .. NAME_K when K > 1 (default 1)")
     syn.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+
+    srv = sub.add_parser("serve", help="local web page to derain photos in the browser (works offline)")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: the network)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    srv.add_argument("--weights", action="append", default=[], metavar="[NAME=]CHECKPOINT",
+                     help="offer another model besides the bundled default; NAME is its network (e.g. "
+                          "restormer=deraining.pth) or any label for a self-describing checkpoint; repeatable")
+    srv.add_argument("--max-upload-mb", type=float, default=50, help="largest upload accepted, in MB (default 50)")
+    srv.add_argument("--max-megapixels", type=float, default=50,
+                     help="largest image accepted, in megapixels (default 50)")
+    srv.add_argument("--open", action="store_true", help="open the page in the default browser")
+    _inference_args(srv, model_args=False)
+
+    cmp = sub.add_parser("compare", help="comparison sheet (PNG): inputs beside results, zoomed insets, scores")
+    cmp.add_argument("inputs", nargs="+", metavar="INPUT", help="input (rainy) images, folders or glob patterns")
+    cmp.add_argument("-r", "--result", action="append", required=True, metavar="NAME=FOLDER",
+                     help="a column of results, matched to the inputs by file name; repeatable")
+    cmp.add_argument("-o", "--output", default="compare.png", help="sheet to write (default compare.png)")
+    cmp.add_argument("--gt", help="ground-truth folder or paired dataset folder: adds a column and PSNR/SSIM")
+    cmp.add_argument("--protocol", default="matlab-y", help="PSNR/SSIM protocol: matlab-y (default), rgb, skimage-rgb")
+    cmp.add_argument("--masks", help="folder of Rain2Avoid rain masks, matched by file name: adds a column")
+    cmp.add_argument("--fft", action="store_true", help="add a row of FFT log-amplitude panels under each image")
+    cmp.add_argument("--crop", metavar="X,Y,W,H", help="show only this region of every image (default: all of it)")
+    cmp.add_argument("--inset", metavar="X,Y",
+                     help="centre of the zoomed inset, in image pixels (default: where the first result "
+                          "changed its input most)")
+    cmp.add_argument("--inset-size", type=int, default=48, help="side of the inset region in pixels (default 48)")
+    cmp.add_argument("--panel-width", type=int, default=280, help="width of each panel in the sheet (default 280)")
+    cmp.add_argument("--limit", type=int, help="only the first N inputs")
 
     train = sub.add_parser("train", help="train or fine-tune a network from a YAML config")
     train.add_argument("config", help="YAML config (see configs/)")
@@ -165,8 +196,29 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from derain.serve import ServeConfig, serve
+    config = ServeConfig(host=args.host, port=args.port, weights=args.weights, device=args.device,
+                         options=_options(args), max_upload_bytes=int(args.max_upload_mb * 1e6),
+                         max_pixels=int(args.max_megapixels * 1e6), open_browser=args.open, quiet=args.quiet)
+    return serve(config)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from derain.compare import CompareJob, compare, parse_box, parse_named_folder, parse_point
+    job = CompareJob(inputs=args.inputs, results=[parse_named_folder(r) for r in args.result],
+                     output=Path(args.output), gt=Path(args.gt) if args.gt else None, protocol=args.protocol,
+                     masks=Path(args.masks) if args.masks else None, fft=args.fft,
+                     crop=parse_box(args.crop) if args.crop else None,
+                     inset=parse_point(args.inset) if args.inset else None, inset_size=args.inset_size,
+                     panel_width=args.panel_width, limit=args.limit)
+    path = compare(job)
+    print(f"derain: wrote comparison sheet {path}")
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "train": cmd_train,
-            "synth": cmd_synth}
+            "synth": cmd_synth, "serve": cmd_serve, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

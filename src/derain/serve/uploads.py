@@ -1,0 +1,108 @@
+"""Uploaded photos: checking them at the door, decoding them for the model, encoding results, all in memory.
+
+An upload is fully decoded once when it arrives, so that a file that is not an image, is truncated or is
+too large gets a clear HTTP error at once; only its compressed bytes wait in the queue. The model's decoder
+(:func:`derain.imageio.read_image`: EXIF orientation, 16-bit) reads files, so the bytes go through a
+private temporary folder that is deleted straight after; nothing is written anywhere else.
+"""
+from __future__ import annotations
+
+import io
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from derain.errors import DerainError
+from derain.imageio import LoadedImage, read_image
+
+# Suffix that makes read_image take the right path (16-bit PNG/TIFF go through OpenCV).
+_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
+
+
+class UploadError(DerainError):
+    """An upload the server refuses, with the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """What the door check learnt about an upload."""
+
+    width: int
+    height: int
+    format: str
+
+    @property
+    def suffix(self) -> str:
+        return _SUFFIXES.get(self.format, ".img")
+
+
+def inspect_upload(data: bytes, max_pixels: int) -> UploadInfo:
+    """Check that ``data`` is a whole image of at most ``max_pixels``; raise :class:`UploadError` if not."""
+    if not data:
+        raise UploadError(400, "the upload is empty: send the image file's bytes as the request body")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise UploadError(415, "not an image (or a format this server cannot read); "
+                                   "send a PNG, JPEG, WebP, TIFF or BMP photo") from None
+        except Image.DecompressionBombError:
+            raise UploadError(413, "the image has too many pixels") from None
+        width, height = image.size
+        # The size is in the header: refuse huge images before spending time and memory decoding them.
+        if width * height > max_pixels:
+            raise UploadError(413, f"the image is {width}x{height} ({width * height / 1e6:.1f} megapixels); "
+                                   f"this server accepts at most {max_pixels / 1e6:g} megapixels "
+                                   "(derain serve --max-megapixels)")
+        try:
+            image.load()  # decode everything now: a truncated file fails here, not in the queue
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise UploadError(422, f"the image is corrupt or truncated ({exc})") from None
+    return UploadInfo(width, height, image.format or "")
+
+
+def decode_upload(data: bytes, info: UploadInfo) -> LoadedImage:
+    """The upload as float32 RGB, upright, with bit depth, EXIF and ICC profile (see ``read_image``)."""
+    with tempfile.TemporaryDirectory(prefix="derain-serve-") as folder:
+        path = Path(folder) / f"upload{info.suffix}"
+        path.write_bytes(data)
+        image = read_image(path)
+    return image
+
+
+def encode_png(pixels: np.ndarray, bit_depth: int = 8, exif: bytes | None = None,
+               icc_profile: bytes | None = None) -> bytes:
+    """PNG bytes of float RGB in [0, 1] (H x W x 3), 16-bit when the input was, keeping EXIF and ICC."""
+    pixels = np.clip(pixels, 0.0, 1.0)
+    if bit_depth == 16:
+        import cv2
+
+        ok, buffer = cv2.imencode(".png", np.ascontiguousarray(np.rint(pixels * 65535.0).astype(np.uint16)[..., ::-1]))
+        if not ok:
+            raise DerainError("could not encode the result as a 16-bit PNG")
+        return buffer.tobytes()
+    options: dict = {"compress_level": 3}  # much faster than the default 6 on 12 MP photos, a little larger
+    if exif:
+        options["exif"] = exif
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    out = io.BytesIO()
+    Image.fromarray(np.rint(pixels * 255.0).astype(np.uint8), "RGB").save(out, format="PNG", **options)
+    return out.getvalue()
+
+
+def encode_preview(pixels: np.ndarray) -> bytes:
+    """JPEG bytes of the upright input, for the page's "before" view (browsers cannot show every format)."""
+    out = io.BytesIO()
+    Image.fromarray(np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8), "RGB").save(
+        out, format="JPEG", quality=95, subsampling=0)
+    return out.getvalue()

@@ -1,0 +1,297 @@
+"""derain serve over plain HTTP: the page and its files, real photos through the queue, bad uploads."""
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import derain
+from derain.errors import DerainError
+from derain.imageio import read_image, read_uint8_rgb
+from derain.infer import InferenceOptions, count_tiles
+from derain.serve import ServeConfig, make_server
+from derain.serve.catalog import ModelChoice, build_catalog
+
+PHOTO = "data/real-rain/96.jpg"  # 745x466, streaks over a dark wall on both sides of two faces
+# Small tiles so that this 0.35 MP photo runs in several tiles and the progress counts them.
+TILED = InferenceOptions(tile=256, tile_overlap=32, tile_threshold=300_000)
+MAX_UPLOAD = 3_000_000
+MAX_PIXELS = 2_000_000
+
+
+class Server:
+    """A running server on a free port, and a tiny HTTP client for it."""
+
+    def __init__(self, config: ServeConfig, catalog=None) -> None:
+        self.httpd = make_server(config, catalog=catalog)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, dict, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def json(self, method: str, path: str, body: bytes | None = None, **kw) -> tuple[int, dict]:
+        status, headers, data = self.request(method, path, body, **kw)
+        assert headers["Content-Type"] == "application/json", (status, data[:200])
+        return status, json.loads(data)
+
+    def upload(self, data: bytes, name: str = "photo.jpg", model: str | None = None) -> tuple[int, dict]:
+        query = f"/api/jobs?name={name}" + (f"&model={model}" if model else "")
+        return self.json("POST", query, data)
+
+    def wait(self, job_id: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, job = self.json("GET", f"/api/jobs/{job_id}")
+            assert status == 200
+            if job["state"] in ("done", "failed"):
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server(ServeConfig(port=0, options=TILED, max_upload_bytes=MAX_UPLOAD, max_pixels=MAX_PIXELS))
+    yield srv
+    srv.close()
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+# --- the page ------------------------------------------------------------------------------------------------
+def test_page_and_its_files_come_from_the_server_itself(server):
+    status, headers, page = server.request("GET", "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    html = page.decode()
+    refs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "/static/app.js" in refs and "/static/style.css" in refs
+    for ref in refs:
+        if ref.startswith("data:"):  # inline (the empty favicon)
+            continue
+        assert ref.startswith("/static/"), f"{ref} is not served by the app (offline use needs every file local)"
+        status, headers, body = server.request("GET", ref)
+        assert status == 200 and len(body) > 100, ref
+        assert not re.search(rb"https?://", body), f"{ref} refers to another site"
+
+
+@pytest.mark.parametrize("path", ["/static/../app.py", "/static/..%2fapp.py", "/static/.hidden.js",
+                                  "/static/catalog.py", "/nothing"])
+def test_only_the_page_files_are_served(server, path):
+    status, body = server.json("GET", path)
+    assert status == 404 and "not found" in body["error"]
+
+
+def test_config_offers_the_bundled_model_and_the_limits(server):
+    status, config = server.json("GET", "/api/config")
+    assert status == 200
+    assert config["default_model"] == "fastderain"
+    assert [m["name"] for m in config["models"]] == ["fastderain"]
+    assert config["models"][0]["tasks"] == []  # not an all-in-one model: the page hides the task menu
+    assert config["max_upload_bytes"] == MAX_UPLOAD and config["max_megapixels"] == MAX_PIXELS / 1e6
+
+
+def test_a_request_for_another_host_name_is_refused(server):
+    status, body = server.json("GET", "/api/config", headers={"Host": "attacker.example:80"})
+    assert status == 403 and "localhost" in body["error"]
+
+
+# --- a real photo through the queue ------------------------------------------------------------------------
+def test_real_photo_is_derained_at_full_size_with_tile_progress(server, shared):
+    path = shared(PHOTO)
+    status, job = server.upload(path.read_bytes(), name=path.name)
+    assert status == 202 and job["state"] in ("queued", "running") and (job["width"], job["height"]) == (745, 466)
+    done = server.wait(job["id"])
+    assert done["state"] == "done", done["error"]
+    expected_tiles = count_tiles(466, 745, TILED, 16)
+    assert expected_tiles > 1
+    assert done["tiles_total"] == done["tiles_done"] == expected_tiles
+
+    status, headers, png = server.request("GET", f"/api/jobs/{job['id']}/result?download=1")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    assert "96-derained.png" in headers["Content-Disposition"]
+    result = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.float64)
+    rainy = read_uint8_rgb(path).astype(np.float64)
+    assert result.shape == rainy.shape
+
+    # The same as the Python API with the same options (the page adds nothing and loses nothing).
+    model, name = derain.load_model()
+    direct = derain.derain(read_image(path).pixels, model, name, tile=256, tile_overlap=32, tile_threshold=300_000)
+    assert np.abs(result - np.rint(direct * 255)).max() <= 1
+
+    # Rain was removed where it falls (the wall behind), far more than on the faces in front.
+    diff = np.abs(result - rainy).mean(axis=2)
+    rain, faces = diff[0:320, 560:745].mean(), diff[100:250, 250:420].mean()
+    assert rain > 1.5 and rain > 3 * faces, (rain, faces)
+
+    status, headers, preview = server.request("GET", f"/api/jobs/{job['id']}/input")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(preview)).size == (745, 466)
+
+
+def test_sixteen_bit_photo_gives_a_sixteen_bit_result(server):
+    import cv2
+
+    ramp = np.linspace(0, 65535, 96 * 64 * 3).reshape(64, 96, 3).astype(np.uint16)
+    ok, encoded = cv2.imencode(".png", ramp)
+    assert ok
+    status, job = server.upload(encoded.tobytes(), name="ramp16.png")
+    assert status == 202 and server.wait(job["id"])["state"] == "done"
+    status, _, png = server.request("GET", f"/api/jobs/{job['id']}/result")
+    result = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert status == 200 and result.dtype == np.uint16 and result.shape == (64, 96, 3)
+    assert len(np.unique(result)) > 256  # finer steps than 8 bits could hold
+
+
+def test_nothing_is_left_in_the_temporary_folder(server, shared):
+    def leftovers():
+        return sorted(p.name for p in Path(tempfile.gettempdir()).glob("derain-serve-*"))
+
+    before = leftovers()
+    status, job = server.upload(shared(PHOTO).read_bytes())
+    assert status == 202 and server.wait(job["id"])["state"] == "done"
+    assert leftovers() == before
+
+
+# --- bad uploads: a clear message, a 4xx status, and the server goes on --------------------------------------
+def _bad_uploads(photo: bytes) -> dict:
+    return {
+        "not an image": (b"%PDF-1.4 this is a document, not a photo\n" * 20, 415, "not an image"),
+        "truncated": (photo[: len(photo) // 2], 422, "truncated"),
+        "empty": (b"", 400, "empty"),
+        "too many bytes": (photo + bytes(MAX_UPLOAD), 413, "accepts uploads up to 3 MB"),
+        "too many pixels": (png_bytes(2000, 1200), 413, "2.4 megapixels"),
+    }
+
+
+@pytest.mark.parametrize("case", ["not an image", "truncated", "empty", "too many bytes", "too many pixels"])
+def test_bad_upload_gets_a_clear_json_error_and_the_server_keeps_serving(server, shared, case):
+    photo = shared(PHOTO).read_bytes()
+    body, status_expected, words = _bad_uploads(photo)[case]
+    jobs_before = server.json("GET", "/api/jobs")[1]["jobs"]
+    status, reply = server.upload(body)
+    assert status == status_expected, reply
+    assert words in reply["error"], reply["error"]
+    assert "\n" not in reply["error"]
+    status, jobs = server.json("GET", "/api/jobs")
+    assert status == 200 and jobs["jobs"] == jobs_before  # nothing was queued for it
+    status, job = server.upload(photo)  # and a good photo right after is accepted
+    assert status == 202
+    assert server.wait(job["id"])["state"] == "done"
+
+
+def test_unknown_model_or_task_is_refused_by_name(server, shared):
+    photo = shared(PHOTO).read_bytes()
+    status, reply = server.upload(photo, model="restormer")
+    assert status == 400 and "unknown model 'restormer'" in reply["error"] and "fastderain" in reply["error"]
+    status, reply = server.json("POST", "/api/jobs?model=fastderain&task=dehaze", photo)
+    assert status == 400 and "no task 'dehaze'" in reply["error"]
+
+
+def test_unknown_job_and_unfinished_result(server):
+    status, reply = server.json("GET", "/api/jobs/99999")
+    assert status == 404 and "no job 99999" in reply["error"]
+    status, reply = server.json("DELETE", "/api/jobs/99999")
+    assert status == 404
+
+
+# --- a failing photo does not stop the others ----------------------------------------------------------------
+class BrokenNet(nn.Module):
+    """A network that fails on every image, as a model that runs out of memory would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("simulated failure inside the network")
+
+
+def test_a_failed_photo_shows_its_message_and_the_queue_goes_on(shared):
+    photo = shared(PHOTO).read_bytes()
+    catalog = build_catalog([], torch.device("cpu"))
+    catalog["broken"] = ModelChoice(key="broken", network="fastderain", weights="-", model=BrokenNet(),
+                                    size_multiple=16)
+    srv = Server(ServeConfig(port=0, keep=2), catalog=catalog)
+    try:
+        ids = [srv.upload(photo, name=f"{i}.jpg", model=m)[1]["id"] for i, m in
+               enumerate(["fastderain", "broken", "fastderain"])]
+        first, failed, last = (srv.wait(i) for i in ids)
+        assert first["state"] == "done" and last["state"] == "done"
+        assert failed["state"] == "failed"
+        assert "simulated failure inside the network" in failed["error"]
+        status, reply = srv.json("GET", f"/api/jobs/{failed['id']}/result")
+        assert status == 409 and "failed" in reply["error"]
+        # keep=2: the oldest finished photo was forgotten to bound the memory; the newest are still there.
+        assert srv.json("GET", f"/api/jobs/{ids[0]}")[0] == 404
+        assert srv.json("GET", f"/api/jobs/{ids[2]}")[0] == 200
+        assert srv.json("DELETE", f"/api/jobs/{ids[2]}")[0] == 200
+        assert srv.json("GET", f"/api/jobs/{ids[2]}")[0] == 404
+    finally:
+        srv.close()
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+def test_derain_serve_command_serves_the_page_until_interrupted():
+    proc = subprocess.Popen([sys.executable, "-m", "derain.cli", "serve", "--port", "0", "--max-upload-mb", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"serving on http://localhost:(\d+)/ \(models: fastderain; uploads up to 5 MB", line)
+        assert match, f"unexpected first line {line!r}"
+        conn = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=30)
+        conn.request("GET", "/api/config")
+        assert json.loads(conn.getresponse().read())["max_upload_bytes"] == 5_000_000
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_port_in_use_is_a_clear_error(server):
+    with pytest.raises(DerainError, match=f"cannot listen on 127.0.0.1:{server.port}.*choose another port"):
+        make_server(ServeConfig(port=server.port))
+
+
+def test_derain_serve_reports_a_missing_checkpoint_on_one_line():
+    result = subprocess.run([sys.executable, "-m", "derain.cli", "serve", "--port", "0", "--weights",
+                             "restormer=/nonexistent/deraining.pth"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "derain: error: checkpoint not found: /nonexistent/deraining.pth"
