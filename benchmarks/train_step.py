@@ -1,0 +1,89 @@
+"""Time one training step (AdamW, L1) and one inference for model configs.
+
+    python benchmarks/train_step.py [--patch 96] [--batch 8] [--steps 20] \
+        --config '{"widths": [32, 64, 128, 256], "unshuffle": 1}' [--config ...]
+
+Each ``--config`` is a JSON object of keyword options for ``derain.models.build(--model, **options)``.
+Prints parameters, median milliseconds per training step (after warm-up; under bf16 autocast where the CPU has
+native bf16, as ``precision: auto`` trains, else float32) and median milliseconds of one inference on a 481x321
+image padded to the model's size multiple, in float32 and, where the CPU has native bf16, under bf16 autocast.
+Used to choose the default model's architecture (docs/results.md); run it while nothing else runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from derain.models import build
+from derain.train.loop import cpu_supports_bf16
+
+
+def _median_ms(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="fastderain")
+    parser.add_argument("--config", action="append", default=[], help="JSON keyword options (repeatable)")
+    parser.add_argument("--patch", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bf16 = cpu_supports_bf16()
+    train_precision = "bf16" if bf16 else "fp32"
+    print(f"{args.model}: patch {args.patch}, batch {args.batch}, {torch.get_num_threads()} threads, "
+          f"native bf16: {bf16}")
+    print(f"| options | params | train step {train_precision} (ms) | infer fp32 (ms) | infer bf16 (ms) |")
+    print("|---|---|---|---|---|")
+    for text in args.config or ["{}"]:
+        options = json.loads(text)
+        torch.manual_seed(0)
+        model = build(args.model, **options)
+        params = sum(p.numel() for p in model.parameters())
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        x = torch.rand(args.batch, 3, args.patch, args.patch)
+        y = x * 0.9
+
+        def step() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.l1_loss(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        model.train()
+        for _ in range(3):
+            step()
+        train_ms = _median_ms(step, args.steps)
+        model.eval()
+        multiple = getattr(model, "size_multiple", 16)
+        h, w = (-(-321 // multiple) * multiple, -(-481 // multiple) * multiple)
+        image = torch.rand(1, 3, h, w)
+        results = []
+        for dtype in (None, torch.bfloat16) if bf16 else (None,):
+            def infer() -> None:
+                with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                    model(image)
+            infer()
+            results.append(_median_ms(infer, 5))
+        bf16_ms = f"{results[1]:.0f}" if bf16 else "n/a (emulated)"
+        print(f"| {text} | {params / 1e6:.2f}M | {train_ms:.0f} | {results[0]:.0f} | {bf16_ms} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
