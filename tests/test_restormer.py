@@ -39,7 +39,9 @@ def test_reproduces_the_official_outputs(case, shared):
     with torch.no_grad():
         out = model.eval()(fixture["input"])
     assert out.shape == fixture["output"].shape
-    assert (out - fixture["output"]).abs().max().item() < 1e-5
+    # float32 summation order differs between CPUs (AVX2 vs AVX-512 kernels): measured up to 1.1e-5 on
+    # outputs of magnitude ~2; a wrong layer or weight mapping is off by 1e-1 or more.
+    assert (out - fixture["output"]).abs().max().item() < 1e-4
 
 
 @pytest.fixture
