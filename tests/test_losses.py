@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from derain.errors import DerainError
-from derain.losses import (CharbonnierLoss, EdgeLoss, FFTLoss, L1Loss, MultiScale, SSIMLoss, build_loss, build_term,
-                           ssim)
+from derain.losses import (CharbonnierLoss, EdgeLoss, FFTLoss, L1Loss, MultiOutput, MultiScale, SSIMLoss, build_loss,
+                           build_term, ssim)
 from derain.train.config import LossTerm
 
 
@@ -21,14 +22,16 @@ def pair(shared) -> tuple[torch.Tensor, torch.Tensor]:
     return load("data/rain100l/rainy/rain-001.png"), load("data/rain100l/clean/norain-001.png")
 
 
-ALL = [L1Loss(), CharbonnierLoss(), SSIMLoss(), EdgeLoss(), FFTLoss("amplitude"), FFTLoss("complex"),
-       MultiScale(L1Loss(), (1.0, 0.5))]
+ALL = [L1Loss(), CharbonnierLoss(), SSIMLoss(), EdgeLoss(), EdgeLoss(kernel="laplacian"), FFTLoss("amplitude"),
+       FFTLoss("complex"), FFTLoss("complex", norm="backward", onesided=False), MultiScale(L1Loss(), (1.0, 0.5)),
+       MultiOutput(L1Loss())]
 
 
 @pytest.mark.parametrize("loss", ALL, ids=lambda m: type(m).__name__ + getattr(m, "mode", ""))
 def test_zero_at_target_positive_and_differentiable(loss, pair):
     rainy, clean = pair
     assert float(loss(clean, clean)) < 1e-3 + (1e-3 if isinstance(loss, (CharbonnierLoss, EdgeLoss)) else 0)
+    assert float(loss(clean, clean)) < float(loss(rainy, clean))
     pred = rainy.clone().requires_grad_(True)
     value = loss(pred, clean)
     assert float(value.detach()) > float(loss(clean, clean))
@@ -70,3 +73,27 @@ def test_bad_loss_names_and_options_are_one_line_errors():
         build_term("charbonnier", {"epsilon": 1e-3})
     with pytest.raises(DerainError, match="amplitude or complex"):
         build_term("fft", {"mode": "phase"})
+    with pytest.raises(DerainError, match="outputs must be first or all"):
+        build_term("l1", {"outputs": "last"})
+    with pytest.raises(DerainError, match="gaussian or laplacian"):
+        build_term("edge", {"kernel": "sobel"})
+
+
+def test_multi_output_terms_see_every_output_the_others_the_first(pair):
+    """A list prediction (full, 1/2, 1/4): ``outputs: all`` sums over it against resized targets."""
+    rainy, clean = pair
+    outputs = [rainy, F.avg_pool2d(rainy, 2), F.avg_pool2d(rainy, 4)]
+    loss = build_loss([LossTerm("l1", 1.0, {"outputs": "all"}), LossTerm("mse", 1.0)])
+    _, parts = loss(outputs, clean)
+    l1 = L1Loss()
+    expected = sum(float(l1(o, F.interpolate(clean, size=o.shape[-2:], mode="bilinear"))) for o in outputs)
+    assert parts["l1"] == pytest.approx(expected, rel=1e-6)
+    assert parts["mse"] == pytest.approx(float(((rainy - clean) ** 2).mean()), rel=1e-6)  # the first output only
+    assert float(MultiOutput(L1Loss())(rainy, clean)) == pytest.approx(float(l1(rainy, clean)))  # one tensor
+
+
+def test_fft_full_unnormalised_spectrum_option(pair):
+    rainy, clean = pair
+    full = torch.view_as_real(torch.fft.fft2(rainy) - torch.fft.fft2(clean)).abs().mean()
+    assert float(FFTLoss("complex", norm="backward", onesided=False)(rainy, clean)) == pytest.approx(float(full),
+                                                                                                     rel=1e-5)

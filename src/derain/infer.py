@@ -2,14 +2,14 @@
 
 Everything here works on tensors of shape (1, C, H, W) in [0, 1]; reading and writing files is the job of
 :mod:`derain.runner`. The network is any ``nn.Module`` mapping an image to an image of the same size whose
-height and width must be multiples of ``size_multiple``.
+height and width must be multiples of ``size_multiple`` (or to a list of images, the first full size).
 """
 from __future__ import annotations
 
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +93,12 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def primary_output(y: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """The restored image of a network's output: multi-output networks (DMSR: full, 1/2 and 1/4 resolution)
+    return a list whose first element is the full-resolution result."""
+    return y[0] if isinstance(y, (list, tuple)) else y
+
+
 def padded_forward(model: nn.Module, multiple: int, device: torch.device,
                    dtype: torch.dtype | None) -> Forward:
     """A function image -> restored image that pads to ``multiple``, runs ``model`` and crops back."""
@@ -100,7 +106,7 @@ def padded_forward(model: nn.Module, multiple: int, device: torch.device,
     def forward(x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         with torch.no_grad(), _autocast(device, dtype):
-            y = model(pad_to_multiple(x.to(device), multiple))
+            y = primary_output(model(pad_to_multiple(x.to(device), multiple)))
         return y[..., :h, :w].float()
 
     return forward

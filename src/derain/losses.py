@@ -2,10 +2,14 @@
 
 All losses take ``(pred, target)`` tensors of shape (B, C, H, W) in [0, 1] and return a scalar; they compute
 in float32 (under bf16 autocast the network output is cast up first, so small differences are not lost).
+
+Multi-output networks (DMSR) return a list of images, full resolution first. A term sees only the first one
+unless its options say ``outputs: all``: then it is summed over every output, each against the target
+resized (bilinear) to that output's size, as DMSR's recipe does.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,18 +82,34 @@ class SSIMLoss(nn.Module):
 
 
 class EdgeLoss(nn.Module):
-    """Charbonnier distance between Laplacian edge maps (MPRNet-style: image minus its Gaussian blur)."""
+    """Charbonnier distance between Laplacian edge maps.
 
-    def __init__(self, eps: float = 1e-3) -> None:
+    ``kernel="gaussian"``: image minus its 5x5 Gaussian blur (MPRNet-style), replicate padding;
+    ``kernel="laplacian"``: MSPFN's 3x3 8-neighbour Laplacian (centre 8, neighbours -1) per channel, with
+    zero padding as TensorFlow's ``SAME`` convolution.
+    """
+
+    def __init__(self, eps: float = 1e-3, kernel: str = "gaussian") -> None:
         super().__init__()
+        if kernel not in ("gaussian", "laplacian"):
+            raise DerainError(f"edge loss kernel must be gaussian or laplacian, not {kernel!r}")
         self.charbonnier = CharbonnierLoss(eps)
-        k = torch.tensor([0.05, 0.25, 0.4, 0.25, 0.05])
-        self.register_buffer("kernel", (k[:, None] * k[None, :])[None, None], persistent=False)
+        self.kind = kernel
+        if kernel == "gaussian":
+            k = torch.tensor([0.05, 0.25, 0.4, 0.25, 0.05])
+            weights = k[:, None] * k[None, :]
+        else:
+            weights = -torch.ones(3, 3)
+            weights[1, 1] = 8.0
+        self.register_buffer("kernel", weights[None, None], persistent=False)
 
     def laplacian(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        kernel = self.kernel.to(x.device).expand(c, 1, 5, 5)
-        blurred = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), kernel, groups=c)
+        c, size = x.shape[1], self.kernel.shape[-1]
+        kernel = self.kernel.to(x.device).expand(c, 1, size, size)
+        if self.kind == "laplacian":
+            return F.conv2d(x, kernel, padding=size // 2, groups=c)
+        pad = size // 2
+        blurred = F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), kernel, groups=c)
         return x - blurred
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -98,17 +118,24 @@ class EdgeLoss(nn.Module):
 
 class FFTLoss(nn.Module):
     """L1 distance in the Fourier domain: ``mode="amplitude"`` compares |FFT|, ``"complex"`` the real and
-    imaginary parts (which also constrains the phase)."""
+    imaginary parts (which also constrains the phase).
 
-    def __init__(self, mode: str = "complex") -> None:
+    By default the one-sided orthonormal spectrum (``rfft2``, ``norm="ortho"``); ``onesided=False`` with
+    ``norm="backward"`` is the full unnormalised ``fft2`` that MIMO-UNet and DMSR train with.
+    """
+
+    def __init__(self, mode: str = "complex", norm: str = "ortho", onesided: bool = True) -> None:
         super().__init__()
         if mode not in ("amplitude", "complex"):
             raise DerainError(f"fft loss mode must be amplitude or complex, not {mode!r}")
-        self.mode = mode
+        if norm not in ("ortho", "backward", "forward"):
+            raise DerainError(f"fft loss norm must be ortho, backward or forward, not {norm!r}")
+        self.mode, self.norm, self.onesided = mode, norm, onesided
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        fp = torch.fft.rfft2(pred.float(), norm="ortho")
-        ft = torch.fft.rfft2(target.float(), norm="ortho")
+        fft = torch.fft.rfft2 if self.onesided else torch.fft.fft2
+        fp = fft(pred.float(), norm=self.norm)
+        ft = fft(target.float(), norm=self.norm)
         if self.mode == "amplitude":
             return (fp.abs() - ft.abs()).abs().mean()
         return (torch.view_as_real(fp) - torch.view_as_real(ft)).abs().mean()
@@ -131,6 +158,28 @@ class MultiScale(nn.Module):
         return total
 
 
+class MultiOutput(nn.Module):
+    """Sum ``loss`` over a network's outputs, each against the target resized (bilinear) to its size.
+
+    DMSR's recipe: its 1/2 and 1/4 outputs are compared with ``F.interpolate(target, scale, "bilinear")``,
+    which for these exact factors equals resizing to the output's size. A single tensor is one output.
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, pred: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        outputs = list(pred) if isinstance(pred, (list, tuple)) else [pred]
+        total = target.new_zeros((), dtype=torch.float32)
+        for out in outputs:
+            scaled = target
+            if out.shape[-2:] != target.shape[-2:]:
+                scaled = F.interpolate(target.float(), size=out.shape[-2:], mode="bilinear", align_corners=False)
+            total = total + self.loss(out, scaled)
+        return total
+
+
 LOSSES: dict[str, type[nn.Module]] = {
     "l1": L1Loss,
     "mse": MSELoss,
@@ -142,16 +191,21 @@ LOSSES: dict[str, type[nn.Module]] = {
 
 
 def build_term(name: str, options: dict[str, Any] | None = None) -> nn.Module:
-    """One loss by name; option ``scales: [w0, w1, ...]`` wraps it in :class:`MultiScale`."""
+    """One loss by name; option ``scales: [w0, w1, ...]`` wraps it in :class:`MultiScale`, option
+    ``outputs: all`` (default ``first``) in :class:`MultiOutput`."""
     options = dict(options or {})
     scales = options.pop("scales", None)
+    outputs = options.pop("outputs", "first")
+    if outputs not in ("first", "all"):
+        raise DerainError(f"loss {name!r}: option outputs must be first or all, not {outputs!r}")
     if name not in LOSSES:
         raise DerainError(f"unknown loss {name!r}; choose from {', '.join(sorted(LOSSES))}")
     try:
         loss = LOSSES[name](**options)
     except TypeError as exc:
         raise DerainError(f"loss {name!r}: bad options {sorted(options)} ({exc})") from None
-    return MultiScale(loss, scales) if scales else loss
+    loss = MultiScale(loss, scales) if scales else loss
+    return MultiOutput(loss) if outputs == "all" else loss
 
 
 class WeightedLoss(nn.Module):
@@ -163,11 +217,13 @@ class WeightedLoss(nn.Module):
         self.weights = [w for _, w, _ in terms]
         self.terms = nn.ModuleList(m for _, _, m in terms)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        total = pred.new_zeros((), dtype=torch.float32)
+    def forward(self, pred: torch.Tensor | Sequence[torch.Tensor],
+                target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        total = target.new_zeros((), dtype=torch.float32)
         parts: dict[str, float] = {}
+        first = pred[0] if isinstance(pred, (list, tuple)) else pred
         for name, weight, term in zip(self.names, self.weights, self.terms):
-            value = term(pred, target)
+            value = term(pred if isinstance(term, MultiOutput) else first, target)
             parts[name] = float(value.detach())
             total = total + weight * value
         return total, parts

@@ -86,3 +86,32 @@ register(ModelSpec(
                         unshuffle=2, rep=False),
     description="FastDerain, the default model: pixel-unshuffle residual conv U-Net built for CPU speed",
 ))
+register(ModelSpec(
+    name="dmsr",
+    builder="derain.models.dmsr:build_dmsr",
+    # MPSRM pools the 1/4-scale features by 4 again and up-samples by exact factors of 2: sides of 16k.
+    size_multiple=16,
+    default_config=dict(num_res=16, base_channel=48, test_window=0),
+    description="DMSR (ICME 2025), official layout (loads its checkpoints); whole-image inference, full-size output",
+))
+register(ModelSpec(
+    name="dmsr-win128",
+    builder="derain.models.dmsr:build_dmsr",
+    size_multiple=1,  # the windows are always 128x128: the image itself is not padded, as in the official test
+    default_config=dict(num_res=16, base_channel=48, test_window=128),
+    description="DMSR with the official test protocol: non-overlapping 128x128 windows, edge windows flush",
+))
+register(ModelSpec(
+    name="mspfn",
+    builder="derain.models.mspfn:build_mspfn",
+    size_multiple=4,
+    default_config=dict(channels=64, iterations=17, rcabs=[1, 3, 3], lstm_hidden=[64, 128, 256]),
+    description="MSPFN (CVPR 2020), PyTorch port of the TF training graph: M=17, RCABs (1,3,3)",
+))
+register(ModelSpec(
+    name="mspfn-released",
+    builder="derain.models.mspfn:build_mspfn",
+    size_multiple=4,
+    default_config=dict(channels=64, iterations=17, rcabs=[1, 1, 1], lstm_hidden=[64, 128, 256]),
+    description="MSPFN as released (M17N1): one RCAB per scale and fusion step",
+))

@@ -78,9 +78,10 @@ class ScheduleConfig:
 
     ``cosine``: linear warmup over ``warmup_steps`` then cosine to ``min_lr``; ``restormer``: constant-then-cosine
     cyclic (``periods``, ``restart_weights``, ``eta_mins``); ``step``: multiply by ``gamma`` every
-    ``step_size`` steps; ``plateau``: after the warmup, multiply by ``factor`` (not below ``min_lr``) when the
-    validation PSNR has not improved for more than ``patience`` validations (needs ``data.val``; validations
-    happen every ``val_every`` steps); ``constant``.
+    ``step_size`` steps; ``exponential``: ``lr * gamma ** (step / step_size) + min_lr`` (MSPFN's continuous
+    decay; here ``min_lr`` is added, not a floor); ``plateau``: after the warmup, multiply by ``factor`` (not
+    below ``min_lr``) when the validation PSNR has not improved for more than ``patience`` validations (needs
+    ``data.val``; validations happen every ``val_every`` steps); ``constant``.
     """
 
     name: str = "cosine"

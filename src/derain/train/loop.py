@@ -408,7 +408,9 @@ class Trainer:
             with sync:
                 with _autocast(self.device, self.dtype):
                     out = self.net(x)
-                loss, parts = self.loss(out.float(), y)
+                # Multi-output networks (DMSR) return a list of images, full resolution first.
+                out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
+                loss, parts = self.loss(out, y)
                 (loss / cfg.optim.accumulate).backward()
             total += float(loss.detach()) / cfg.optim.accumulate
         total = distributed.mean_scalar(total, self.device)  # every rank sees (and stops on) the same loss

@@ -1,7 +1,7 @@
 """Learning-rate schedules: ``lr(step) -> float``.
 
-The step-driven schedules (cosine, restormer, step, constant) are pure functions of the step, so resuming a
-run only needs the step number. ``plateau`` also depends on the validation scores seen so far; its small
+The step-driven schedules (cosine, restormer, step, exponential, constant) are pure functions of the step, so
+resuming a run only needs the step number. ``plateau`` also depends on the validation scores seen so far; its small
 state (:meth:`PlateauSchedule.state_dict`) is part of the resume state, so a run cut into pieces still
 follows exactly the same curve as one uninterrupted run.
 """
@@ -48,8 +48,16 @@ def cosine_restart_cyclic(base_lr: float, periods: list[int], restart_weights: l
 
 
 def step_decay(base_lr: float, gamma: float, step_size: int) -> Schedule:
-    """Multiply the lr by ``gamma`` every ``step_size`` steps (MSPFN's exponential staircase)."""
+    """Multiply the lr by ``gamma`` every ``step_size`` steps (an exponential staircase)."""
     return lambda step: base_lr * gamma ** (step // step_size)
+
+
+def exponential_decay(base_lr: float, gamma: float, step_size: int, min_lr: float = 0.0) -> Schedule:
+    """``base_lr * gamma ** (step / step_size) + min_lr``: a continuous decay with a floor added on top.
+
+    MSPFN's ``tf.train.exponential_decay(5e-4, step, 20000, 0.8, staircase=False) + 1e-6``.
+    """
+    return lambda step: base_lr * gamma ** (step / step_size) + min_lr
 
 
 class PlateauSchedule:
@@ -106,9 +114,11 @@ def make_schedule(config: ScheduleConfig, base_lr: float, total_steps: int) -> S
         return cosine_restart_cyclic(base_lr, config.periods, config.restart_weights, config.eta_mins)
     if config.name == "step":
         return step_decay(base_lr, config.gamma, config.step_size)
+    if config.name == "exponential":
+        return exponential_decay(base_lr, config.gamma, config.step_size, config.min_lr)
     if config.name == "constant":
         return lambda step: base_lr
     if config.name == "plateau":
         return PlateauSchedule(base_lr, config.factor, config.patience, config.min_lr, config.warmup_steps)
     raise DerainError(f"config key 'schedule.name': unknown schedule {config.name!r} "
-                      "(choose cosine, restormer, step, plateau or constant)")
+                      "(choose cosine, restormer, step, exponential, plateau or constant)")
