@@ -11,7 +11,7 @@ from pathlib import Path
 
 from derain.errors import DerainError
 
-SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "synth", "serve", "compare")
+SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "finetune", "synth", "serve", "compare")
 
 
 def _inference_args(p: argparse.ArgumentParser, model_args: bool = True) -> None:
@@ -108,6 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="PATH|auto",
                        help="continue exactly from a run: its folder, last.safetensors or last.state.pt; "
                             "'auto': the config's own run folder when it holds a state")
+
+    ft = sub.add_parser("finetune", help="FSDerain fine-tuning of a trained model (paired, or real rain with "
+                                         "--unpaired)")
+    ft.add_argument("--from", dest="source", required=True, metavar="CHECKPOINT",
+                    help="weights to start from: any checkpoint derain run loads, or a run folder")
+    ft.add_argument("data", metavar="DATA", help="paired training set (e.g. ../shared/data/rain100l-train), or a "
+                                                 "folder of rainy photos with --unpaired")
+    ft.add_argument("--config", help="YAML recipe (configs/fsderain_paired.yaml, configs/fsderain_unpaired.yaml); "
+                                     "default: the built-in FSDerain recipe")
+    ft.add_argument("--unpaired", action="store_true",
+                    help="rainy photos without ground truth (our extension): clean-pool positives, "
+                         "low-frequency consistency to the input")
+    ft.add_argument("--model", help="network name, for checkpoints that do not name it (e.g. restormer for the "
+                                    "official deraining.pth)")
+    ft.add_argument("-o", "--output", metavar="RUN_DIR", help="run folder (default runs/<config name>)")
+    ft.add_argument("--time-budget", type=float, metavar="MINUTES",
+                    help="stop cleanly, with the weights reached, before this many minutes")
+    ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, dotted (loss.perceptual=0, data.patch=64); repeatable")
     return parser
 
 
@@ -186,6 +205,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from derain.fsderain.finetune import finetune
+    last = finetune(args.source, args.data, config_path=args.config, unpaired=args.unpaired, run_dir=args.output,
+                    time_budget_minutes=args.time_budget, overrides=args.set, model=args.model)
+    print(f"derain: weights in {last} (derain run --weights {last} PHOTOS)")
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from derain.synth_job import SynthJob, synth
     job = SynthJob(inputs=args.inputs, output_dir=Path(args.output), preset=args.preset, seed=args.seed,
@@ -218,7 +245,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "train": cmd_train,
-            "synth": cmd_synth, "serve": cmd_serve, "compare": cmd_compare}
+            "finetune": cmd_finetune, "synth": cmd_synth, "serve": cmd_serve, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:
