@@ -11,7 +11,7 @@ from pathlib import Path
 
 from derain.errors import DerainError
 
-SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "finetune", "synth", "serve", "compare")
+SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "finetune", "synth", "serve", "compare", "export")
 
 
 def _inference_args(p: argparse.ArgumentParser, model_args: bool = True) -> None:
@@ -40,7 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     run.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output format (default: as input)")
     run.add_argument("--shard", help="process only part I of N of the files (0-based), e.g. 0/4")
+    run.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                     help="torch (default) or onnxruntime with --weights MODEL.onnx from `derain export --onnx`")
     _inference_args(run)
+
+    exp = sub.add_parser("export", help="export a model to ONNX (dynamic size), checked against PyTorch")
+    exp.add_argument("--onnx", required=True, metavar="FILE.onnx", help="ONNX file to write")
+    exp.add_argument("--model", help="network name; optional when the checkpoint names it")
+    exp.add_argument("--weights", help="checkpoint to export (default: the bundled model)")
+    exp.add_argument("--overwrite", action="store_true", help="replace FILE.onnx if it exists")
+    exp.add_argument("--tolerance", type=float, default=1e-4,
+                     help="largest absolute difference from PyTorch accepted by the check (default 1e-4)")
 
     ev = sub.add_parser("eval", help="score result images against ground truth, or NIQE without it")
     ev.add_argument("--pred", help="folder of results (named after the inputs or the targets)")
@@ -142,12 +152,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     job = RunJob(inputs=args.inputs, output_dir=Path(args.output), model=args.model, weights=args.weights,
                  device=args.device, options=_options(args), overwrite=args.overwrite,
                  shard=parse_shard(args.shard) if args.shard else None,
-                 suffix=f".{args.format}" if args.format else None, quiet=args.quiet)
+                 suffix=f".{args.format}" if args.format else None, quiet=args.quiet, backend=args.backend)
     report = run(job)
     print(f"derain: wrote {len(report.written)} image(s) to {job.output_dir}"
           + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))
     if report.failed:
         raise DerainError(f"{len(report.failed)} image(s) failed: " + ", ".join(str(p) for p, _ in report.failed[:5]))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from derain.export import export_checkpoint
+    report = export_checkpoint(args.model, args.weights, args.onnx, args.overwrite, args.tolerance)
+    print(f"derain: wrote {report.path} ({report.model}, sides multiples of {report.size_multiple}); "
+          f"checked on {report.check_shape[0]}x{report.check_shape[1]}: max abs difference from PyTorch "
+          f"{report.max_abs_error:.2e} ({report.seconds:.0f} s)")
     return 0
 
 
@@ -245,7 +264,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "train": cmd_train,
-            "finetune": cmd_finetune, "synth": cmd_synth, "serve": cmd_serve, "compare": cmd_compare}
+            "finetune": cmd_finetune, "synth": cmd_synth, "serve": cmd_serve, "compare": cmd_compare,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

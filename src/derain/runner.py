@@ -38,6 +38,7 @@ class RunJob:
     shard: tuple[int, int] | None = None
     suffix: str | None = None  # output format, e.g. ".png"; None keeps each input's own suffix
     quiet: bool = False
+    backend: str = "torch"  # or "onnxruntime" (weights: a file written by `derain export --onnx`)
 
 
 @dataclass
@@ -116,6 +117,26 @@ def resolve_weights(model: str | None, weights: str | None) -> str:
                       "its network, e.g. --model restormer for the official deraining.pth)")
 
 
+def load_for_backend(job: RunJob, device: torch.device) -> tuple[torch.nn.Module, str, int]:
+    """(network on ``device``, its registry name, its size multiple) for ``job.backend``."""
+    if job.backend == "torch":
+        model, name = load_model(job.model, resolve_weights(job.model, job.weights))
+        return model.to(device), name, get_spec(name).size_multiple
+    if job.backend != "onnxruntime":
+        raise DerainError(f"unknown backend {job.backend!r}; choose torch or onnxruntime")
+    if job.weights is None or Path(job.weights).suffix != ".onnx":
+        raise DerainError("--backend onnxruntime needs --weights MODEL.onnx, written by "
+                          "`derain export --onnx MODEL.onnx [--weights CHECKPOINT]`")
+    if device.type != "cpu":
+        raise DerainError("--backend onnxruntime runs on the CPU here; use --device cpu or the torch backend")
+    from derain.export import OnnxModel
+
+    model = OnnxModel(job.weights)
+    if job.model is not None and job.model != model.name:
+        raise DerainError(f"{job.weights} holds model {model.name!r}, not {job.model!r}")
+    return model, model.name, model.size_multiple
+
+
 def run(job: RunJob) -> RunReport:
     """Restore every input image of ``job``; per-file problems are collected, not fatal, until the end."""
     files = expand_inputs(job.inputs)
@@ -137,10 +158,10 @@ def run(job: RunJob) -> RunReport:
     device_name = job.device
     if device_name == "auto" and shard is not None and torch.cuda.is_available():
         device_name = f"cuda:{int(os.environ.get('LOCAL_RANK', shard[0])) % torch.cuda.device_count()}"
+    if job.backend == "onnxruntime" and device_name == "auto":
+        device_name = "cpu"
     device = resolve_device(device_name)
-    model, name = load_model(job.model, resolve_weights(job.model, job.weights))
-    model.to(device)
-    multiple = get_spec(name).size_multiple
+    model, name, multiple = load_for_backend(job, device)
 
     bar = tqdm(total=len(todo), unit="img", disable=job.quiet, desc=f"derain ({name}, {device.type})")
     for src, dst in todo:
