@@ -105,6 +105,10 @@ def test_unsafe_or_broken_files_fail_clearly(tmp_path):
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(DerainError, match="cannot read checkpoint"):
         read_checkpoint(garbage)
+    text = tmp_path / "notes.pth"  # a text file: its bytes reach the unpickler's internals (KeyError)
+    text.write_text("hello\nworld\n")
+    with pytest.raises(DerainError, match="cannot read checkpoint .*not a PyTorch weights file"):
+        read_checkpoint(text)
     with pytest.raises(DerainError, match="not found"):
         read_checkpoint(tmp_path / "missing.pth")
     bare = tmp_path / "bare.pth"

@@ -42,9 +42,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         return _read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except pickle.UnpicklingError:
+        # torch's own message here is a paragraph about weights_only; what the user needs is what the file is.
+        raise DerainError(f"cannot read checkpoint {path}: not a PyTorch weights file that can be loaded "
+                          "safely (weights only)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DerainError(f"cannot read checkpoint {path}: {first}") from None
+    except Exception as exc:  # garbage bytes reach the unpickler's internals (KeyError, IndexError, ...)
+        raise DerainError(f"cannot read checkpoint {path}: not a PyTorch weights file "
+                          f"({type(exc).__name__} while unpickling)") from None
     if not isinstance(obj, Mapping):
         raise DerainError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of weights")
     return dict(obj)
