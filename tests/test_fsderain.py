@@ -154,6 +154,15 @@ def test_unpaired_objective_gradients_and_identity_penalty() -> None:
     total.backward()
     assert output.grad.abs().sum() > 0
     assert all(p.grad is not None for p in obj.trainable_parameters())
+    # The encoder learns only from the critic term: the network's term leaves its weights alone.
+    obj.zero_grad()
+    network_only = UnpairedObjective(LossConfig(l1=0, ssim=0, perceptual=0, fft=0, low_freq=0.0))
+    network_only.encoder.load_state_dict(obj.encoder.state_dict())
+    out = rainy.clone().requires_grad_(True)
+    a = network_only.embed(out, frozen=True)
+    a.sum().backward()
+    assert out.grad.abs().sum() > 0
+    assert all(p.grad is None for p in network_only.trainable_parameters())
     with pytest.raises(DerainError, match="no ground truth"):
         UnpairedObjective(LossConfig())
 

@@ -32,9 +32,16 @@ y = net(x) and E the FrequencyEncoder applied to the high-passed amplitude spect
   :mod:`derain.models.vgg`) and because it also pulls towards the rain the input contains; a small weight
   can keep textures that the low-frequency term does not constrain.
 
-The L1, SSIM and FFT terms need ground truth and must be 0 in this mode. The encoder is trained
-jointly by the same loss, as in the paired method; the consistency term and the rainy negatives are what
-keep the network from collapsing to a trivial output. Without a paired validation set there is no PSNR to
+The L1, SSIM and FFT terms need ground truth and must be 0 in this mode.
+
+- **the encoder is a critic, trained on its own term** (``critic`` in the log, same weight): clean anchors
+  (half of the clean crops) against the other clean crops as positives and the rainy inputs as negatives,
+  i.e. it learns what separates clean spectra from rainy ones. The network's contrastive term reads the
+  encoder with its weights detached, so only the network moves towards the clean class. Measured
+  2026-12-01: when the encoder was instead trained by the network's own term (as in the paired method), it
+  collapsed within 10 steps to identical embeddings for every image, where the term is the constant
+  ln 2 + 0.1 x 0.3 = 0.7233 and gives the network no signal: an output that starts as its rainy input
+  cannot be pulled away from it by an encoder that is free to stop telling them apart. Without a paired validation set there is no PSNR to
 drive a plateau schedule, so the unpaired defaults use a constant learning rate; judge runs with NIQE on
 held-out photos (``derain eval --no-reference``) and by looking at them.
 """
@@ -71,9 +78,14 @@ class UnpairedObjective(nn.Module):
         """The FrequencyEncoder's parameters (trained jointly with the network)."""
         return list(self.encoder.parameters()) if self.encoder is not None else []
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """FrequencyEncoder embeddings of ``images``; ``frozen``: no gradient reaches the encoder's weights."""
         assert self.encoder is not None
-        return self.encoder(high_pass_amplitude(images, self.config.mask_radius, shift=self.config.mask_shift))
+        spectrum = high_pass_amplitude(images, self.config.mask_radius, shift=self.config.mask_shift)
+        if not frozen:
+            return self.encoder(spectrum)
+        weights = {name: value.detach() for name, value in self.encoder.named_parameters()}
+        return torch.func.functional_call(self.encoder, weights, (spectrum,))
 
     def forward(self, output: torch.Tensor, rainy: torch.Tensor,
                 clean: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -83,7 +95,14 @@ class UnpairedObjective(nn.Module):
         if self.encoder is not None:
             if clean is None:
                 raise DerainError("the unpaired contrastive term needs clean images (data.clean_pool)")
-            a, p, n = self.embed(output), self.embed(clean.float()), self.embed(rainy)
+            p, n = self.embed(clean.float()), self.embed(rainy)
+            # Critic: clean anchors (first half) near the other clean crops, far from the rainy inputs.
+            # (A last, partial batch of one image has no second clean crop: the critic skips that step.)
+            half = clean.shape[0] // 2
+            if half > 0:
+                terms["critic"] = (cfg.contrastive, clean_class_nce(p[:half], p[half:], n, cfg.temperature))
+            # Network: its outputs, seen by the encoder with detached weights, pulled into the clean class.
+            a, p, n = self.embed(output, frozen=True), p.detach(), n.detach()
             prototype = p.mean(dim=0, keepdim=True).expand_as(a)
             value = (cfg.triplet_weight * triplet(a, prototype, n, cfg.margin)
                      + clean_class_nce(a, p, n, cfg.temperature))
