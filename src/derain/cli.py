@@ -11,7 +11,8 @@ from pathlib import Path
 
 from derain.errors import DerainError
 
-SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "finetune", "synth", "serve", "compare", "export")
+SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "finetune", "synth", "serve", "compare", "export",
+               "selfsup")
 
 
 def _inference_args(p: argparse.ArgumentParser, model_args: bool = True) -> None:
@@ -137,6 +138,34 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop cleanly, with the weights reached, before this many minutes")
     ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, dotted (loss.perceptual=0, data.patch=64); repeatable")
+
+    ss = sub.add_parser("selfsup", help="Rain2Avoid: self-supervised deraining, trained on the rainy images alone")
+    ss.add_argument("inputs", nargs="+", metavar="IMAGE", help="rainy image files, folders or glob patterns")
+    ss.add_argument("-o", "--output", default="selfsup", help="output folder (default ./selfsup)")
+    ss.add_argument("--variant", default="icassp", choices=["icassp", "nlss"],
+                    help="icassp: ICASSP 2023 random sampling, lr 1e-2 (default); nlss: the later non-local "
+                         "stochastic sampling, lr 1e-3")
+    ss.add_argument("--mode", default="per-image", choices=["per-image", "multiple"],
+                    help="per-image: a fresh network per image (default); multiple: one network for all inputs")
+    ss.add_argument("--fast", action="store_true",
+                    help="CPU recipe: random-crop batches, short warmup+cosine schedule, half-width UNet, bf16 "
+                         "where the CPU has it (default: the official 5,000-step recipe)")
+    ss.add_argument("--steps", type=int, help="training steps (default: 5000 per image, --fast 300; multiple: "
+                                               "2000 epochs of the folder, --fast 1200 steps)")
+    ss.add_argument("--lr", type=float, help="learning rate (default: the variant's)")
+    ss.add_argument("--width", type=int, help="UNet width (default 64, the paper's; --fast: 32)")
+    ss.add_argument("--batch", type=int, help="crops per step (default 1 whole image; --fast: 8; multiple: 64)")
+    ss.add_argument("--crop", type=int, help="crop side, a multiple of 16; 0 = whole images")
+    ss.add_argument("--pseudo", type=int, default=50, help="pseudo ground truths per image (default 50)")
+    ss.add_argument("--seed", type=int, default=3, help="random seed (default 3, as the official scripts)")
+    ss.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="auto: bf16 autocast with --fast where the CPU/GPU computes bf16 natively, else float32")
+    ss.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    ss.add_argument("--save-masks", action="store_true", help="also write the LDGP rain masks to OUT/masks/")
+    ss.add_argument("--save-pseudo", action="store_true",
+                    help="also write the pseudo ground truths and their mean to OUT/pseudo/NAME/")
+    ss.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    ss.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -263,9 +292,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selfsup(args: argparse.Namespace) -> int:
+    from derain.rain2avoid.selfsup import SelfSupConfig, SelfSupJob, selfsup
+    config = SelfSupConfig(variant=args.variant, mode=args.mode, fast=args.fast, steps=args.steps, lr=args.lr,
+                           width=args.width, batch=args.batch, crop=args.crop, num_pseudo=args.pseudo,
+                           seed=args.seed, precision=args.precision, device=args.device)
+    job = SelfSupJob(inputs=args.inputs, output_dir=Path(args.output), config=config, overwrite=args.overwrite,
+                     save_masks=args.save_masks, save_pseudo=args.save_pseudo, quiet=args.quiet)
+    report = selfsup(job)
+    print(f"derain: wrote {len(report.written)} image(s) to {job.output_dir}"
+          + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "train": cmd_train,
             "finetune": cmd_finetune, "synth": cmd_synth, "serve": cmd_serve, "compare": cmd_compare,
-            "export": cmd_export}
+            "export": cmd_export, "selfsup": cmd_selfsup}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,3 +115,10 @@ register(ModelSpec(
     default_config=dict(channels=64, iterations=17, rcabs=[1, 1, 1], lstm_hidden=[64, 128, 256]),
     description="MSPFN as released (M17N1): one RCAB per scale and fusion step",
 ))
+register(ModelSpec(
+    name="rain2avoid-unet",
+    builder="derain.rain2avoid.unet:R2AUNet",
+    size_multiple=16,
+    default_config=dict(in_channels=3, width=64),
+    description="Rain2Avoid's UNet (ICASSP 2023 / TMM), trained per image by `derain selfsup`; width=32 for CPUs",
+))

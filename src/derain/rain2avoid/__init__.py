@@ -1,0 +1,3 @@
+"""Rain2Avoid: self-supervised deraining from the rainy image alone (ICASSP 2023 and its later non-local
+stochastic sampling version). ``ldgp`` finds rain streaks, ``pseudo_gt`` samples pseudo ground truths,
+``unet`` is the paper's network and ``selfsup`` trains it per image or per folder (``derain selfsup``)."""

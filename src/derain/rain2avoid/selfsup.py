@@ -1,0 +1,334 @@
+"""Self-supervised Rain2Avoid training: the job behind ``derain selfsup``.
+
+For each rainy image: LDGP rain mask -> pseudo ground truths -> a fresh UNet trained with MSE between its output
+on the rainy image and the pseudo ground truths -> its output is the derained image. At rain pixels the targets
+are random background neighbours that change between pseudo ground truths, so the best prediction there is
+their mean; elsewhere the target is the pixel itself (no mask enters the loss, as in the official code).
+
+Recipes (``SelfSupConfig``):
+
+* faithful (default): the official schedules. ICASSP: 5,000 full-image steps (100 epochs over 50 pseudo ground
+  truths), batch 1, Adam lr 1e-2, batch-norm in train mode at inference. Later version ("nlss"): the same with
+  lr 1e-3 and eval-mode inference. ``torch.manual_seed(3)`` once at the start, as the scripts do.
+* ``fast``: for CPUs: batches of random crops (each with its own pseudo ground truth and flip), a warmup +
+  cosine schedule over far fewer steps, the half-width UNet, bf16 autocast where the CPU computes bf16 natively.
+  Its defaults are a starting point; the measured trade-off between steps and quality is in docs/results.md
+  once measured.
+* ``mode="multiple"``: one UNet trained on all the images (the later version's "Multiple" mode: 64x64 crops,
+  random flips, one random pseudo ground truth per sample, batch 64, Adam 1e-3 constant, 2,000 epochs; the
+  network stays in train mode at test time), then run on each image.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from derain.errors import DerainError
+from derain.imageio import expand_inputs, read_image, read_uint8_rgb, write_image
+from derain.infer import pad_to_multiple, padded_forward, resolve_device
+from derain.rain2avoid.ldgp import VARIANTS, ldgp
+from derain.rain2avoid.pseudo_gt import PseudoGT, pseudo_gt
+from derain.rain2avoid.unet import R2AUNet
+from derain.runner import output_paths, prepare_output_dir
+from derain.train.loop import autocast_dtype
+from derain.train.schedules import warmup_cosine
+
+MODES = ("per-image", "multiple")
+SIZE_MULTIPLE = 16
+FAITHFUL_STEPS = 5000
+FAST_STEPS = 300
+
+
+@dataclass
+class SelfSupConfig:
+    """What to train and how; ``None`` fields take the recipe's value (see :func:`resolve`)."""
+
+    variant: str = "icassp"  # "icassp" (ICASSP 2023) or "nlss" (non-local stochastic sampling, later version)
+    mode: str = "per-image"  # or "multiple": one network for all the images
+    fast: bool = False
+    steps: int | None = None
+    lr: float | None = None
+    width: int | None = None  # UNet width: 64 is the paper's
+    batch: int | None = None
+    crop: int | None = None  # crop side for batched training; 0 = whole images (the faithful per-image recipe)
+    num_pseudo: int = 50
+    seed: int = 3
+    precision: str = "auto"  # auto: bf16 autocast in fast mode where the hardware has it; fp32; bf16
+    device: str = "auto"
+    bn_train_at_inference: bool | None = None  # None: ICASSP and multiple mode True, nlss per-image False
+
+
+@dataclass
+class Recipe:
+    """The concrete numbers a run uses."""
+
+    steps: int
+    lr: float
+    width: int
+    batch: int
+    crop: int
+    schedule: str  # "constant" or "cosine"
+    bn_train_at_inference: bool
+    precision: str
+
+
+@dataclass
+class SelfSupJob:
+    """Everything ``derain selfsup`` needs to know."""
+
+    inputs: list[str]
+    output_dir: Path
+    config: SelfSupConfig = field(default_factory=SelfSupConfig)
+    overwrite: bool = False
+    save_masks: bool = False
+    save_pseudo: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class SelfSupReport:
+    """What a run wrote, skipped, and how long each stage took per image (seconds)."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    recipe: Recipe | None = None
+
+
+def resolve(config: SelfSupConfig, num_images: int = 1) -> Recipe:
+    """Fill the ``None`` fields of ``config`` from its recipe; check the values."""
+    if config.variant not in VARIANTS:
+        raise DerainError(f"unknown variant {config.variant!r}; choose one of {', '.join(VARIANTS)}")
+    if config.mode not in MODES:
+        raise DerainError(f"unknown mode {config.mode!r}; choose one of {', '.join(MODES)}")
+    lr = config.lr if config.lr is not None else (1e-2 if config.variant == "icassp" else 1e-3)
+    if config.mode == "multiple":
+        lr = config.lr if config.lr is not None else 1e-3
+        batch = config.batch or (16 if config.fast else 64)
+        epochs_steps = 2000 * math.ceil(max(1, num_images) / batch)
+        steps = config.steps or (FAST_STEPS * 4 if config.fast else epochs_steps)
+        crop = config.crop if config.crop is not None else 64
+        schedule = "cosine" if config.fast else "constant"
+        bn_train = True if config.bn_train_at_inference is None else config.bn_train_at_inference
+    else:
+        batch = config.batch or (8 if config.fast else 1)
+        steps = config.steps or (FAST_STEPS if config.fast else FAITHFUL_STEPS)
+        crop = config.crop if config.crop is not None else (96 if config.fast else 0)
+        schedule = "cosine" if config.fast else "constant"
+        default_bn = config.variant == "icassp"
+        bn_train = default_bn if config.bn_train_at_inference is None else config.bn_train_at_inference
+    width = config.width or (32 if config.fast else 64)
+    if steps < 1 or batch < 1 or width < 1 or lr <= 0 or config.num_pseudo < 1:
+        raise DerainError("steps, batch, width, lr and the number of pseudo ground truths must be positive")
+    if crop % SIZE_MULTIPLE or crop < 0:
+        raise DerainError(f"--crop must be a multiple of {SIZE_MULTIPLE} (or 0 for whole images), got {crop}")
+    if crop == 0 and batch != 1:
+        raise DerainError("whole-image training (crop 0) uses batch 1")
+    precision = config.precision
+    if precision == "auto":
+        precision = "auto" if config.fast else "fp32"
+    if precision not in ("auto", "fp32", "bf16"):
+        raise DerainError(f"unknown precision {config.precision!r}; choose auto, fp32 or bf16")
+    return Recipe(steps, lr, width, batch, crop, schedule, bn_train, precision)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one image's prior and pseudo ground truths
+
+
+@dataclass
+class Prepared:
+    """A rainy image with its rain mask and pseudo ground truths."""
+
+    rainy: torch.Tensor  # 3 x H x W uint8
+    mask: np.ndarray  # H x W uint8, 255 = rain
+    pseudo: PseudoGT
+
+
+def prepare(rgb: np.ndarray, variant: str, num: int = 50, generator: torch.Generator | None = None,
+            timings: dict[str, float] | None = None) -> Prepared:
+    """LDGP mask and pseudo ground truths of one H x W x 3 uint8 RGB image."""
+    start = time.perf_counter()
+    mask = ldgp(rgb, variant).mask
+    mid = time.perf_counter()
+    rainy = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
+    pseudo = pseudo_gt(variant, rainy, mask, num, generator=generator)
+    if timings is not None:
+        timings["ldgp"] = mid - start
+        timings["pseudo_gt"] = time.perf_counter() - mid
+    return Prepared(rainy, mask, pseudo)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# training
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 255.0
+
+
+def _crop_batch(items: list[Prepared], recipe: Recipe, gen: torch.Generator,
+                picks: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) B x 3 x c x c: a random crop and flip of image ``picks[b]`` and of one of its pseudo
+    ground truths drawn at random. Images smaller than the crop are edge-padded first."""
+    c = recipe.crop
+    xs, ys = [], []
+    for i in picks:
+        item = items[i]
+        k = int(torch.randint(len(item.pseudo), (1,), generator=gen))
+        pair = torch.cat([item.rainy, item.pseudo.image(k)])[None].float()
+        h, w = pair.shape[-2:]
+        if h < c or w < c:
+            pair = F.pad(pair, (0, max(0, c - w), 0, max(0, c - h)), mode="replicate")
+            h, w = pair.shape[-2:]
+        y0 = int(torch.randint(h - c + 1, (1,), generator=gen))
+        x0 = int(torch.randint(w - c + 1, (1,), generator=gen))
+        pair = pair[..., y0:y0 + c, x0:x0 + c]
+        if torch.rand(1, generator=gen).item() < 0.5:
+            pair = pair.flip(-1)
+        xs.append(pair[:, :3])
+        ys.append(pair[:, 3:])
+    return torch.cat(xs) / 255.0, torch.cat(ys) / 255.0
+
+
+def train_network(items: list[Prepared], recipe: Recipe, device: torch.device,
+                  progress: Callable[[int, float], None] | None = None,
+                  generator: torch.Generator | None = None) -> R2AUNet:
+    """A fresh UNet trained on ``items`` (one image in per-image mode, all of them in multiple mode)."""
+    model = R2AUNet(width=recipe.width).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    schedule = (warmup_cosine(recipe.lr, recipe.steps, max(1, recipe.steps // 20)) if recipe.schedule == "cosine"
+                else (lambda step: recipe.lr))
+    dtype = autocast_dtype(recipe.precision, device)
+    gen = generator or torch.Generator().manual_seed(0)
+    whole = recipe.crop == 0
+    if whole:  # the faithful recipe: the whole (padded) image, pseudo ground truths in order
+        item = items[0]
+        h, w = item.rainy.shape[-2:]
+        x = pad_to_multiple(_to_float(item.rainy)[None], SIZE_MULTIPLE).to(device)
+    for step in range(recipe.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(step)
+        if whole:
+            inputs, targets = x, _to_float(item.pseudo.image(step % len(item.pseudo)))[None].to(device)
+        else:
+            if len(items) == 1:
+                picks = [0] * recipe.batch
+            else:  # the official folder mode walks the images in order, a batch at a time
+                per_epoch = math.ceil(len(items) / recipe.batch)
+                start = (step % per_epoch) * recipe.batch
+                picks = list(range(start, min(start + recipe.batch, len(items))))
+            inputs, targets = _crop_batch(items, recipe, gen, picks)
+            inputs, targets = inputs.to(device), targets.to(device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(inputs)
+        if whole:
+            out = out[..., :h, :w]  # the loss sees the image, not its padding
+        loss = F.mse_loss(out.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if progress is not None:
+            progress(step, loss.item())
+    return model
+
+
+def run_network(model: R2AUNet, rainy: torch.Tensor, recipe: Recipe, device: torch.device) -> torch.Tensor:
+    """The derained image (3 x H x W float in [0, 1]) of a trained network, batch-norm in the recipe's mode."""
+    model.train(recipe.bn_train_at_inference)
+    forward = padded_forward(model, SIZE_MULTIPLE, device, None)
+    return forward(_to_float(rainy)[None])[0].clamp(0, 1).cpu()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the job
+
+
+def _save_extras(job: SelfSupJob, src: Path, item: Prepared) -> None:
+    """Masks and pseudo ground truths for inspection; like the results, existing files are kept unless
+    ``overwrite``."""
+    def save(path: Path, pixels: np.ndarray) -> None:
+        if job.overwrite or not path.exists():
+            write_image(path, pixels)
+
+    if job.save_masks:
+        save(job.output_dir / "masks" / f"{src.stem}.png",
+             np.repeat(item.mask[..., None], 3, axis=2).astype(np.float32) / 255.0)
+    if job.save_pseudo:
+        folder = job.output_dir / "pseudo" / src.stem
+        for k in range(len(item.pseudo)):
+            save(folder / f"{k}.png", item.pseudo.image(k).permute(1, 2, 0).numpy() / 255.0)
+        save(folder / "fused.png", item.pseudo.fused().permute(1, 2, 0).numpy() / 255.0)
+
+
+def _write_result(dst: Path, src: Path, restored: torch.Tensor) -> None:
+    meta = read_image(src)  # keep EXIF and the ICC profile of the input, as `derain run` does
+    write_image(dst, restored.permute(1, 2, 0).numpy(), bit_depth=8, exif=meta.exif, icc_profile=meta.icc_profile)
+
+
+def selfsup(job: SelfSupJob) -> SelfSupReport:
+    """Derain every input of ``job`` with self-supervised Rain2Avoid; existing outputs are kept unless
+    ``overwrite``."""
+    files = expand_inputs(job.inputs)
+    outputs = output_paths(files, job.output_dir, None)  # refuses clashes and outputs that are inputs
+    cfg = job.config
+    recipe = resolve(cfg, len(files))
+    prepare_output_dir(job.output_dir)
+    report = SelfSupReport(recipe=recipe)
+    todo = [(s, d) for s, d in zip(files, outputs) if job.overwrite or not d.exists()]
+    report.skipped = [d for s, d in zip(files, outputs) if (s, d) not in todo]
+    if not todo:
+        return report
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)  # once, at the start, as the official scripts do
+    gen = torch.Generator().manual_seed(cfg.seed)
+    tag = f"{cfg.variant}, {'fast' if cfg.fast else 'faithful'}, {recipe.steps} steps"
+
+    def prepared(src: Path) -> Prepared:
+        timings: dict[str, float] = {}
+        item = prepare(read_uint8_rgb(src), cfg.variant, cfg.num_pseudo, gen, timings)
+        report.seconds.setdefault(src.name, {}).update(timings)
+        _save_extras(job, src, item)
+        return item
+
+    if cfg.mode == "multiple":  # trained on every input, written where the output is missing (or overwritten)
+        items = [prepared(src) for src in tqdm(files, unit="img", leave=False, disable=job.quiet,
+                                               desc="LDGP + pseudo GT")]
+        start = time.perf_counter()
+        bar = tqdm(total=recipe.steps, unit="step", disable=job.quiet, desc=f"selfsup multiple ({tag})")
+        model = train_network(items, recipe, device,
+                              lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.2e}")), gen)
+        bar.close()
+        train_seconds = (time.perf_counter() - start) / len(items)
+        for src, dst, item in zip(files, outputs, items):
+            report.seconds[src.name]["train"] = train_seconds
+            if (src, dst) in todo:
+                _write_result(dst, src, run_network(model, item.rainy, recipe, device))
+                report.written.append(dst)
+        return report
+
+    images = tqdm(todo, unit="img", disable=job.quiet or len(todo) == 1, desc="selfsup")
+    for src, dst in images:
+        item = prepared(src)
+        start = time.perf_counter()
+        bar = tqdm(total=recipe.steps, unit="step", leave=False, disable=job.quiet, desc=f"{src.name} ({tag})")
+        model = train_network([item], recipe, device,
+                              lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.2e}")), gen)
+        bar.close()
+        _write_result(dst, src, run_network(model, item.rainy, recipe, device))
+        report.seconds[src.name]["train"] = time.perf_counter() - start
+        report.written.append(dst)
+        if not job.quiet:
+            t = report.seconds[src.name]
+            tqdm.write(f"derain: {dst.name}: LDGP {t['ldgp']:.2f} s, pseudo GT {t['pseudo_gt']:.2f} s, "
+                       f"training {t['train']:.1f} s", file=sys.stderr)
+    return report
