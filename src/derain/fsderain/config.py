@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
 
 from derain.errors import DerainError
-from derain.train.config import OptimConfig, ScheduleConfig, apply_override, from_dict
+from derain.train.config import OptimConfig, ScheduleConfig, from_dict, read_config_mapping
 
 
 @dataclass
@@ -127,20 +126,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def load_finetune_config(path: str | Path | None, overrides: Iterable[str] = (),
                          unpaired: bool = False) -> FinetuneConfig:
     """Read a YAML config, apply ``key=value`` overrides and the presets, validate everything."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise DerainError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise DerainError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise DerainError(f"config {path} must be a mapping of keys to values")
-        data = loaded or {}
-    for text in overrides:
-        apply_override(data, text)
+    data = read_config_mapping(path, overrides)
     if unpaired:
         data["unpaired"] = True
     # Start from every default written out, so that a partial section (``optim: {lr: 1e-4}``) keeps the

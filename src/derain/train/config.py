@@ -235,8 +235,8 @@ def apply_override(data: dict[str, Any], text: str) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path | None, overrides: typing.Iterable[str] = ()) -> TrainConfig:
-    """Read a YAML config, apply ``key=value`` overrides and validate everything."""
+def read_config_mapping(path: str | Path | None, overrides: typing.Iterable[str] = ()) -> dict[str, Any]:
+    """The raw mapping of a YAML config file (empty without one), with ``key=value`` overrides applied."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -251,6 +251,12 @@ def load_config(path: str | Path | None, overrides: typing.Iterable[str] = ()) -
         data = loaded or {}
     for text in overrides:
         apply_override(data, text)
+    return data
+
+
+def load_config(path: str | Path | None, overrides: typing.Iterable[str] = ()) -> TrainConfig:
+    """Read a YAML config, apply ``key=value`` overrides and validate everything."""
+    data = read_config_mapping(path, overrides)
     config = from_dict(TrainConfig, data)
     validate(config)
     return config
