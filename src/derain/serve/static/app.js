@@ -129,10 +129,13 @@ async function poll() {
   try {
     while (entries.some((e) => e.id !== null && (e.state === "queued" || e.state === "running"))) {
       try {
+        // Only photos the server had accepted before this request can be missing from its answer: one whose
+        // upload finishes while the list is on its way is simply not in it yet.
+        const asked = new Set(entries.filter((e) => e.id !== null).map((e) => e.id));
         const response = await fetch("/api/jobs");
         const jobs = new Map((await response.json()).jobs.map((j) => [j.id, j]));
         for (const entry of entries) {
-          if (entry.id === null || entry.state === "done" || entry.state === "failed") continue;
+          if (!asked.has(entry.id) || entry.state === "done" || entry.state === "failed") continue;
           const job = jobs.get(entry.id);
           if (job) render(entry, job); else fail(entry, "the server no longer knows this photo (was it restarted?)");
         }
