@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from derain.data.datasets import load_pairs
 from derain.errors import DerainError
+from derain.hardware import cpu_supports_bf16  # noqa: F401  (re-exported: benchmarks import it from here)
 from derain.infer import InferenceOptions, restore
 from derain.losses import build_loss
 from derain.models import build, get_spec
@@ -50,24 +51,6 @@ from derain.train.schedules import make_schedule
 STATE_SUFFIX = ".state.pt"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where bf16 autocast pays off.
-
-    Elsewhere bf16 is emulated and slower than float32, so ``precision: auto`` keeps float32.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    if "avx512_bf16" in flags or "amx_bf16" in flags:
-        return True
-    mkldnn = getattr(torch.ops, "mkldnn", None)
-    try:  # non-Linux systems: ask oneDNN
-        return bool(mkldnn and mkldnn._is_mkldnn_bf16_supported() and not flags)
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -354,7 +337,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         precision = "bf16" if self.dtype == torch.bfloat16 else "fp32"
-        options = InferenceOptions(tile=0, precision=precision)
+        options = InferenceOptions(tile=0, precision=precision, fast=False)  # the reference path, as trained
         scores = []
         for _, inp, tgt in self.val_pairs:
             x = torch.from_numpy(np.array(inp)).permute(2, 0, 1)[None].float().div(255.0)
