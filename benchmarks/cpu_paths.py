@@ -2,9 +2,10 @@
 
     python benchmarks/cpu_paths.py [--weights CKPT] [--model NAME] [--runs 10] [--threads 2] [--psnr]
 
-Paths: eager float32 (the reference), channels-last, bf16 autocast (only where the CPU has native bf16;
-elsewhere it is emulated and many times slower), ``torch.compile`` (its one-off compile time is reported too)
-and onnxruntime (when the ``onnx`` extra is installed; the export is checked against PyTorch). For each:
+Paths: eager float32 (the reference), eager bf16 autocast (only where the CPU has native bf16; elsewhere it
+is emulated and many times slower), the fast path of ``derain.fastpath`` in float32 and in its automatic
+precision, the same with ``torch.compile`` (its one-off compile time is reported too) and onnxruntime (when
+the ``onnx`` extra is installed; the export is checked against PyTorch). For each:
 median milliseconds on a 481x321 Rain100L image (padded to the model's size multiple), megapixels per second,
 the process's peak RSS so far, the largest error relative to the float32 output, and with ``--psnr``
 Rain100L ``matlab-y`` PSNR over all 100 images through the same path. Run it while nothing else runs.
@@ -25,11 +26,12 @@ import torch
 
 from derain.checkpoints import load_model
 from derain.data.pairs import find_pairs
+from derain.fastpath import choose_fast_path, prepare_model
 from derain.imageio import read_uint8_rgb
 from derain.infer import pad_to_multiple, primary_output
 from derain.metrics import psnr_ssim
 from derain.models import get_spec
-from derain.train.loop import cpu_supports_bf16
+from derain.hardware import cpu_supports_bf16
 from derain.weights import default_checkpoint
 
 RAIN100L = Path("../shared/data/rain100l")
@@ -65,8 +67,10 @@ def _psnr(forward: Forward, multiple: int) -> float:
     return float(np.mean(scores))
 
 
-def build_paths(model: torch.nn.Module, name: str, weights: str, multiple: int, workdir: Path) -> dict[str, tuple[Forward, str]]:
+def build_paths(model: torch.nn.Module, name: str, weights: str, multiple: int, workdir: Path,
+                probe: torch.Tensor) -> dict[str, tuple[Forward, str]]:
     """name -> (forward on padded inputs, note); the reference comes first."""
+    cpu = torch.device("cpu")
     paths: dict[str, tuple[Forward, str]] = {}
 
     def eager(x: torch.Tensor) -> torch.Tensor:
@@ -74,30 +78,21 @@ def build_paths(model: torch.nn.Module, name: str, weights: str, multiple: int, 
             return primary_output(model(x)).float()
 
     paths["eager fp32 (reference)"] = (eager, "")
-    cl_model = load_model(name, weights)[0].to(memory_format=torch.channels_last)
-
-    def channels_last(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return primary_output(cl_model(x.contiguous(memory_format=torch.channels_last))).float()
-
-    paths["channels-last fp32"] = (channels_last, "")
     if cpu_supports_bf16():
         def bf16(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
                 return primary_output(model(x)).float()
 
-        paths["bf16 autocast"] = (bf16, "")
-    compiled = torch.compile(load_model(name, weights)[0])
+        paths["eager bf16 autocast"] = (bf16, "")
+    for precision in ("fp32", "auto"):
+        path = choose_fast_path(model, cpu, precision)
+        paths[f"fast path, {precision}: {path.describe()}"] = (_prepared(prepare_model(model, path)), "")
+    path = choose_fast_path(model, cpu, "auto", compile=True)
+    compiled = _prepared(prepare_model(model, path))
     start = time.perf_counter()
-    with torch.no_grad():
-        compiled(torch.rand(1, 3, 336, 496))
+    compiled(probe)  # compiles for this input size
     compile_s = time.perf_counter() - start
-
-    def compiled_forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return primary_output(compiled(x)).float()
-
-    paths["torch.compile fp32"] = (compiled_forward, f"compile {compile_s:.0f} s")
+    paths[f"fast path, auto: {path.describe()}"] = (compiled, f"compile {compile_s:.0f} s per input size")
     try:
         from derain.export import OnnxModel, export_onnx
         report = export_onnx(load_model(name, weights)[0], name, workdir / "m.onnx", multiple)
@@ -106,6 +101,14 @@ def build_paths(model: torch.nn.Module, name: str, weights: str, multiple: int, 
     except Exception as exc:  # the extra is optional: say why the row is missing
         print(f"note: no onnxruntime row ({type(exc).__name__}: {exc})")
     return paths
+
+
+def _prepared(prepared: torch.nn.Module) -> Forward:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return primary_output(prepared(x))
+
+    return forward
 
 
 def main() -> int:
@@ -128,7 +131,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
-        paths = build_paths(model, name, weights, multiple, workdir)
+        paths = build_paths(model, name, weights, multiple, workdir, x)
         reference = None
         for label, (forward, note) in paths.items():
             ms = _median_ms(forward, x, args.runs)

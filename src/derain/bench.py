@@ -19,7 +19,7 @@ from derain.data import find_datasets
 from derain.errors import DerainError
 from derain.evaluate import ImageScore, SetScore, format_table
 from derain.imageio import read_image, read_uint8_rgb, write_image
-from derain.infer import InferenceOptions, resolve_device, restore
+from derain.infer import InferenceOptions, prepare_for, resolve_device, restore
 from derain.metrics import describe, psnr_ssim
 from derain.models import count_parameters, get_spec
 from derain.runner import resolve_weights
@@ -64,7 +64,8 @@ def run_bench(job: BenchJob) -> BenchResult:
             sets[name] = pairs[: job.limit] if job.limit else pairs
     device = resolve_device(job.device)
     model, name = load_model(job.model, weights)
-    model.to(device)
+    parameters = count_parameters(model)  # of the network as trained (folding can add biases)
+    model = prepare_for(model.to(device), job.options, device)
     multiple = get_spec(name).size_multiple
 
     scores, seconds, count = [], 0.0, 0
@@ -86,7 +87,7 @@ def run_bench(job: BenchJob) -> BenchResult:
             p, s = psnr_ssim(pred, read_uint8_rgb(pair.target), job.protocol)
             set_score.images.append(ImageScore(pair.input.name, psnr=p, ssim=s))
         scores.append(set_score)
-    return BenchResult(name, count_parameters(model), scores, seconds / max(count, 1), job.protocol)
+    return BenchResult(name, parameters, scores, seconds / max(count, 1), job.protocol)
 
 
 def bench_table(result: BenchResult) -> str:

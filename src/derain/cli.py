@@ -21,7 +21,13 @@ def _inference_args(p: argparse.ArgumentParser, model_args: bool = True) -> None
         p.add_argument("--weights", help="checkpoint file (.pth/.pt/.safetensors; official Restormer format accepted)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 autocast on GPUs, float32 on the CPU")
+                   help="auto: bf16 where the GPU or CPU computes it natively (CPU: with the fast path only), "
+                        "else float32")
+    p.add_argument("--no-fast", dest="fast", action="store_false",
+                   help="run the reference path (the network as trained, eager) instead of the fast path "
+                        "(folded layers, channels-last, native bf16)")
+    p.add_argument("--compile", action="store_true",
+                   help="add torch.compile to the fast path (pays for folders and tiles; compiles per size)")
     p.add_argument("--tile", type=int, default=512, help="tile side for large images, 0 = never tile (default 512)")
     p.add_argument("--tile-overlap", type=int, default=64, help="pixels shared by neighbouring tiles (default 64)")
     p.add_argument("--tile-threshold", type=float, default=1.0,
@@ -173,7 +179,7 @@ def _options(args: argparse.Namespace):
     from derain.infer import InferenceOptions
     return InferenceOptions(tile=args.tile, tile_overlap=args.tile_overlap,
                             tile_threshold=int(args.tile_threshold * 1e6), ensemble=args.ensemble,
-                            precision=args.precision)
+                            precision=args.precision, fast=args.fast, compile=args.compile)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from derain.errors import DerainError
+from derain.fastpath import PRECISIONS, PreparedModel, choose_fast_path, low_precision_dtype, prepare_model  # noqa: F401
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -29,7 +29,9 @@ class InferenceOptions:
     ``tile``: tile side in pixels, 0 to never tile; images with more than ``tile_threshold`` pixels are
     processed in overlapping tiles of this size, blended with smooth weights (memory stays bounded by the
     tile, not the photo). ``tile_overlap`` should cover the network's receptive field for tiled and whole
-    results to agree. ``ensemble`` averages the 8 flips/rotations (x8 self-ensemble, 8x the time).
+    results to agree. ``ensemble`` averages the 8 flips/rotations (x8 self-ensemble, 8x the time). ``fast``
+    runs the fast path of :mod:`derain.fastpath` (same function, bf16 where native, channels-last, folded
+    layers); ``compile`` adds ``torch.compile`` to it.
     """
 
     tile: int = 512
@@ -37,6 +39,8 @@ class InferenceOptions:
     tile_threshold: int = 1024 * 1024
     ensemble: bool = False
     precision: str = "auto"
+    fast: bool = True
+    compile: bool = False
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -56,22 +60,12 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; None means plain float32.
+    """The autocast dtype for ``precision`` on ``device`` on the reference path; None means plain float32.
 
-    ``auto`` is bf16 on GPUs that support it and float32 on the CPU (the CPU fast path is opt-in so that the
-    default result is the reference float32 one).
+    ``auto`` is bf16 on GPUs that support it and float32 on the CPU; the fast path
+    (:mod:`derain.fastpath`) also uses bf16 on CPUs that compute it natively.
     """
-    if precision not in PRECISIONS:
-        raise DerainError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    if precision == "fp16" and device.type == "cpu":
-        raise DerainError("fp16 is not supported on the CPU; use --precision bf16 or fp32")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
+    return low_precision_dtype(precision, device, fast=False)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -225,18 +219,30 @@ def needs_tiling(h: int, w: int, options: InferenceOptions) -> bool:
     return options.tile > 0 and (h * w > options.tile_threshold) and (h > options.tile or w > options.tile)
 
 
+def prepare_for(model: nn.Module, options: InferenceOptions, device: torch.device) -> nn.Module:
+    """``model`` prepared for the path ``options`` ask for on ``device``; a model that is already prepared, or
+    has no parameters to prepare (an onnxruntime session), is returned as it is. Prepare once and pass the
+    result to :func:`restore` when many images go through one model."""
+    if isinstance(model, PreparedModel) or next(model.parameters(), None) is None:
+        return model
+    path = choose_fast_path(model, device, options.precision, options.fast, options.compile)
+    return prepare_model(model, path, device)
+
+
 def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: InferenceOptions | None = None,
             device: torch.device | None = None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Restore ``image`` (1 x C x H x W, float in [0, 1]) with ``model``; returns a CPU float32 tensor in [0, 1].
 
     Pads to ``size_multiple`` (reflect) and crops back, tiles large images, and optionally runs the x8
-    self-ensemble, all under the requested precision.
+    self-ensemble, all under the requested precision. A plain ``nn.Module`` is prepared for the fast path
+    (or the reference path) of ``options`` on each call; pass a :class:`PreparedModel` to prepare once.
     """
     options = options or InferenceOptions()
     device = device or next(model.parameters()).device
     if options.tile > 0 and options.tile % size_multiple:
         raise DerainError(f"tile size {options.tile} must be a multiple of {size_multiple} for this model")
-    forward = padded_forward(model, size_multiple, device, autocast_dtype(options.precision, device))
+    model = prepare_for(model, options, device)
+    forward = padded_forward(model, size_multiple, device, None)  # the prepared model handles precision
     if options.ensemble:
         forward = ensemble_forward(forward)
     h, w = image.shape[-2:]

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from derain.checkpoints import load_model
 from derain.errors import DerainError
 from derain.imageio import expand_inputs, read_image, write_image
-from derain.infer import InferenceOptions, count_tiles, resolve_device, restore
+from derain.infer import InferenceOptions, count_tiles, prepare_for, resolve_device, restore
 from derain.models import get_spec
 from derain.weights import default_checkpoint, default_model_name
 
@@ -162,6 +162,7 @@ def run(job: RunJob) -> RunReport:
         device_name = "cpu"
     device = resolve_device(device_name)
     model, name, multiple = load_for_backend(job, device)
+    model = prepare_for(model, job.options, device)  # once for all images (and compiled once with --compile)
 
     bar = tqdm(total=len(todo), unit="img", disable=job.quiet, desc=f"derain ({name}, {device.type})")
     for src, dst in todo:

@@ -141,7 +141,7 @@ def validate(model: nn.Module, pairs: Pairs, size_multiple: int, device: torch.d
 
     was_training = model.training
     model.eval()
-    options = InferenceOptions(tile=0, precision="bf16" if dtype == torch.bfloat16 else "fp32")
+    options = InferenceOptions(tile=0, precision="bf16" if dtype == torch.bfloat16 else "fp32", fast=False)
     scores = []
     for _, inp, tgt in pairs:
         x = torch.from_numpy(np.array(inp)).permute(2, 0, 1)[None].float().div(255.0)

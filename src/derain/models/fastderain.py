@@ -122,8 +122,13 @@ class FastDerain(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.size_multiple = unshuffle * 2 ** (len(widths) - 1)
 
+    # The body runs in the dtype of the weights and the image-level residual in the input's (derain.fastpath
+    # stores the weights in bf16 on CPUs that compute it natively; the output keeps float32 precision).
+    accepts_low_precision_weights = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feat = self.stem(F.pixel_unshuffle(x, self.unshuffle)) if self.unshuffle > 1 else self.stem(x)
+        inp = x.to(self.stem.weight.dtype)
+        feat = self.stem(F.pixel_unshuffle(inp, self.unshuffle)) if self.unshuffle > 1 else self.stem(inp)
         skips = []
         for i, enc in enumerate(self.encoders):
             feat = enc(feat)

@@ -66,6 +66,36 @@ class ChannelLayerNorm(nn.Module):
         return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+class NormalizeChannels(nn.Module):
+    """ChannelLayerNorm without its affine parameters, for the fast path after :meth:`Restormer.fold` has moved
+    them into the next 1x1 convolution. One fused ``F.layer_norm`` per pixel (a free view in channels-last
+    memory) instead of the reference's separate mean, variance and division."""
+
+    def __init__(self, channels: int, subtract_mean: bool) -> None:
+        super().__init__()
+        self.channels = channels
+        self.subtract_mean = subtract_mean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.subtract_mean:
+            return F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), eps=1e-5).permute(0, 3, 1, 2)
+        return x * torch.rsqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
+
+
+def fold_norm_into_conv(norm: ChannelLayerNorm, conv: nn.Conv2d) -> tuple[NormalizeChannels, nn.Conv2d]:
+    """``conv(norm(x))`` rewritten as ``conv'(normalize(x))``: the norm's scale multiplies the 1x1 kernel's
+    input channels and its shift becomes a bias (exact up to rounding)."""
+    body = norm.body
+    weight = conv.weight * body.weight[None, :, None, None]
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=True).to(conv.weight.device, conv.weight.dtype)
+    bias = conv.bias.clone() if conv.bias is not None else torch.zeros_like(folded.bias)
+    if isinstance(body, _WithBiasNorm):
+        bias = bias + conv.weight[:, :, 0, 0] @ body.bias
+    folded.weight.copy_(weight)
+    folded.bias.copy_(bias)
+    return NormalizeChannels(conv.in_channels, isinstance(body, _WithBiasNorm)), folded
+
+
 class MDTA(nn.Module):
     """Multi-Dconv head transposed attention: a C/heads x C/heads attention map per head, cost linear in pixels."""
 
@@ -118,6 +148,13 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Move both norms' affine parameters into the 1x1 convs after them (inference only)."""
+        if isinstance(self.norm1, ChannelLayerNorm):
+            self.norm1, self.attn.qkv = fold_norm_into_conv(self.norm1, self.attn.qkv)
+            self.norm2, self.ffn.project_in = fold_norm_into_conv(self.norm2, self.ffn.project_in)
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -210,3 +247,12 @@ class Restormer(nn.Module):
         if self.dual_pixel_task:
             return self.output(dec1 + self.skip_conv(enc1_in))
         return self.output(dec1) + inp_img
+
+    @torch.no_grad()
+    def fold(self) -> "Restormer":
+        """Fold every LayerNorm's affine parameters into the following 1x1 convolution, in place (the fast
+        path of :mod:`derain.fastpath`; the folded model no longer loads official checkpoints)."""
+        for module in self.modules():
+            if isinstance(module, TransformerBlock):
+                module.fold()
+        return self

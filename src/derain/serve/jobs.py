@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from derain.errors import DerainError
-from derain.infer import InferenceOptions, count_tiles, restore
+from derain.infer import InferenceOptions, count_tiles, prepare_for, restore
 from derain.serve.catalog import ModelChoice
 from derain.serve.uploads import UploadInfo, decode_upload, encode_png, encode_preview
 
@@ -51,6 +51,8 @@ class JobQueue:
     def __init__(self, catalog: dict[str, ModelChoice], options: InferenceOptions, device: torch.device,
                  keep: int = 20, log: Callable[[str], None] | None = None) -> None:
         self.catalog = catalog
+        # Each network prepared once for the fast path (or the reference path) the options ask for.
+        self._models = {key: prepare_for(choice.model, options, device) for key, choice in catalog.items()}
         self.options = options
         self.device = device
         self.keep = keep
@@ -134,7 +136,7 @@ class JobQueue:
             h, w = x.shape[-2:]
             self._update(job, upload=None, preview=encode_preview(image.pixels), stage="removing rain",
                          tiles_total=count_tiles(h, w, self.options, choice.size_multiple))
-            y = restore(choice.model, x, choice.size_multiple, self.options, self.device,
+            y = restore(self._models[job.model], x, choice.size_multiple, self.options, self.device,
                         progress=lambda n: self._advance(job, n))
             self._update(job, stage="encoding")
             png = encode_png(y[0].permute(1, 2, 0).numpy(), image.bit_depth, image.exif, image.icc_profile)
