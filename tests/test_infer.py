@@ -147,3 +147,38 @@ def test_absent_gpu_is_a_clear_error():
 def test_tile_must_fit_the_size_multiple(rainy):
     with pytest.raises(DerainError, match="multiple of 8"):
         restore(LocalConvNet(), rainy, 8, InferenceOptions(tile=100, tile_threshold=0))
+
+
+def test_auto_tile_keeps_a_24_megapixel_photo_within_the_free_memory(monkeypatch, shared):
+    import derain.infer as infer
+
+    cpu = torch.device("cpu")
+    restormer = build("restormer")  # official size: about 12 KB of activations per pixel
+    gib = 1024 ** 3
+    previous = 0
+    for available in (2 * gib, 4 * gib, 8 * gib, 64 * gib):
+        tile = infer.auto_tile(restormer, 8, 64, cpu, available=available)
+        assert tile % 8 == 0 and tile > 2 * 64
+        # One tile's activations plus the buffers of a 24-megapixel photo fit in what is free.
+        assert tile * tile * restormer.bytes_per_pixel + infer.IMAGE_BYTES_PER_PIXEL * 24e6 <= available
+        assert previous <= tile <= infer.MAX_TILE["cpu"]  # more memory, larger tiles, up to the cap
+        previous = tile
+    assert infer.auto_tile(restormer, 8, 64, cpu, available=64 * gib) == infer.MAX_TILE["cpu"]
+    # A network that does not declare its cost is assumed to be as hungry as the hungriest measured.
+    assert infer.auto_tile(nn.Conv2d(3, 3, 3), 1, 64, cpu, available=4 * gib) <= infer.auto_tile(
+        restormer, 1, 64, cpu, available=4 * gib)
+    # Almost no memory: the smallest useful tile, still a multiple of the network's size.
+    assert infer.auto_tile(restormer, 8, 64, cpu, available=1) == 192
+
+    # restore() with the automatic tile uses the memory it finds: little memory, several tiles, same result.
+    monkeypatch.setattr(infer, "available_memory_bytes", lambda device: int(1.2e9))
+    model = build("fastderain").eval()
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.01)
+    photo = load_tensor(shared("data/real-rain/1.jpg"))
+    options = InferenceOptions(tile_threshold=0, precision="fp32")
+    resolved = infer.resolve_tile(options, model, 16, cpu)
+    assert resolved.tile < 400 and infer.count_tiles(407, 600, resolved, 16) >= 4
+    tiled = restore(model, photo, 16, options)
+    whole = restore(model, photo, 16, InferenceOptions(tile=0, precision="fp32"))
+    assert float((tiled - whole).abs().max()) < 1e-3

@@ -15,6 +15,15 @@ SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "finetune", "synth", "
                "selfsup")
 
 
+def _tile_side(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or auto, not {text!r}") from None
+
+
 def _inference_args(p: argparse.ArgumentParser, model_args: bool = True) -> None:
     if model_args:
         p.add_argument("--model", help="network name (see `derain models`); optional when the checkpoint names it")
@@ -28,7 +37,9 @@ def _inference_args(p: argparse.ArgumentParser, model_args: bool = True) -> None
                         "(folded layers, channels-last, native bf16)")
     p.add_argument("--compile", action="store_true",
                    help="add torch.compile to the fast path (pays for folders and tiles; compiles per size)")
-    p.add_argument("--tile", type=int, default=512, help="tile side for large images, 0 = never tile (default 512)")
+    p.add_argument("--tile", type=_tile_side, default=None,
+                   help="tile side for large images, 0 = never tile (default auto: from the free memory, at most "
+                        "1024 on the CPU)")
     p.add_argument("--tile-overlap", type=int, default=64, help="pixels shared by neighbouring tiles (default 64)")
     p.add_argument("--tile-threshold", type=float, default=1.0,
                    help="tile images larger than this many megapixels (default 1.0)")

@@ -7,6 +7,7 @@ height and width must be multiples of ``size_multiple`` (or to a list of images,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from derain.errors import DerainError
+from derain.hardware import available_memory_bytes
 from derain.fastpath import PRECISIONS, PreparedModel, choose_fast_path, low_precision_dtype, prepare_model  # noqa: F401
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -26,7 +28,8 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 class InferenceOptions:
     """How to run a network on an image.
 
-    ``tile``: tile side in pixels, 0 to never tile; images with more than ``tile_threshold`` pixels are
+    ``tile``: tile side in pixels, 0 to never tile, None to choose it from the free memory
+    (:func:`auto_tile`); images with more than ``tile_threshold`` pixels are
     processed in overlapping tiles of this size, blended with smooth weights (memory stays bounded by the
     tile, not the photo). ``tile_overlap`` should cover the network's receptive field for tiled and whole
     results to agree. ``ensemble`` averages the 8 flips/rotations (x8 self-ensemble, 8x the time). ``fast``
@@ -34,7 +37,7 @@ class InferenceOptions:
     layers); ``compile`` adds ``torch.compile`` to it.
     """
 
-    tile: int = 512
+    tile: int | None = None
     tile_overlap: int = 64
     tile_threshold: int = 1024 * 1024
     ensemble: bool = False
@@ -216,6 +219,8 @@ def count_tiles(h: int, w: int, options: InferenceOptions, size_multiple: int = 
 
 def needs_tiling(h: int, w: int, options: InferenceOptions) -> bool:
     """Tile when tiling is enabled and the image is over the pixel threshold or larger than a tile."""
+    if options.tile is None:
+        raise ValueError("the tile side is chosen per model and device: call resolve_tile first")
     return options.tile > 0 and (h * w > options.tile_threshold) and (h > options.tile or w > options.tile)
 
 
@@ -229,6 +234,44 @@ def prepare_for(model: nn.Module, options: InferenceOptions, device: torch.devic
     return prepare_model(model, path, device)
 
 
+# Activation memory of one inference, in bytes per input pixel, for networks that do not declare their own
+# ``bytes_per_pixel``: more than any network of the registry measured (official Restormer: about 12,000).
+DEFAULT_BYTES_PER_PIXEL = 16_000
+# Bytes per image pixel held outside the network while tiling: the float32 input, its padded copy, the
+# blended output and its weights, plus the decoded and encoded 8-bit images.
+IMAGE_BYTES_PER_PIXEL = 48
+# A photo of this many pixels must always fit (24 megapixels, the largest common camera size).
+RESERVED_IMAGE_PIXELS = 24_000_000
+# Larger tiles stop paying: at 1024 the overlap of 64 already costs under 15% extra work.
+MAX_TILE = {"cpu": 1024, "cuda": 2048}
+
+
+def auto_tile(model: nn.Module, size_multiple: int, overlap: int, device: torch.device,
+              available: int | None = None) -> int:
+    """The tile side for ``model`` on ``device`` from the memory free now, so that a 24-megapixel photo
+    never runs out of memory: half of what is left after the image buffers goes to one tile's activations.
+
+    ``model.bytes_per_pixel`` (measured per network, see docs/performance.md) says what a pixel of a tile
+    costs; networks without it are assumed to be as hungry as the hungriest measured.
+    """
+    available = available_memory_bytes(device) if available is None else available
+    per_pixel = getattr(model, "bytes_per_pixel", None) or getattr(getattr(model, "net", None), "bytes_per_pixel",
+                                                                    None) or DEFAULT_BYTES_PER_PIXEL
+    reserve = IMAGE_BYTES_PER_PIXEL * RESERVED_IMAGE_PIXELS if device.type == "cpu" else 0
+    budget = max(0.0, 0.5 * (available - reserve))
+    side = min(int(math.sqrt(budget / per_pixel)), MAX_TILE.get(device.type, 1024))
+    smallest = size_multiple * math.ceil((2 * overlap + 64) / size_multiple)  # tiles must be more than overlap
+    return max(side - side % size_multiple, smallest)
+
+
+def resolve_tile(options: InferenceOptions, model: nn.Module, size_multiple: int,
+                 device: torch.device) -> InferenceOptions:
+    """``options`` with a concrete tile side (:func:`auto_tile` when it is None)."""
+    if options.tile is not None:
+        return options
+    return dataclasses.replace(options, tile=auto_tile(model, size_multiple, options.tile_overlap, device))
+
+
 def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: InferenceOptions | None = None,
             device: torch.device | None = None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Restore ``image`` (1 x C x H x W, float in [0, 1]) with ``model``; returns a CPU float32 tensor in [0, 1].
@@ -239,6 +282,7 @@ def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: 
     """
     options = options or InferenceOptions()
     device = device or next(model.parameters()).device
+    options = resolve_tile(options, model, size_multiple, device)
     if options.tile > 0 and options.tile % size_multiple:
         raise DerainError(f"tile size {options.tile} must be a multiple of {size_multiple} for this model")
     model = prepare_for(model, options, device)

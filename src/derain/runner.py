@@ -19,7 +19,7 @@ from tqdm import tqdm
 from derain.checkpoints import load_model
 from derain.errors import DerainError
 from derain.imageio import expand_inputs, read_image, write_image
-from derain.infer import InferenceOptions, count_tiles, prepare_for, resolve_device, restore
+from derain.infer import InferenceOptions, count_tiles, prepare_for, resolve_device, resolve_tile, restore
 from derain.models import get_spec
 from derain.weights import default_checkpoint, default_model_name
 
@@ -163,6 +163,7 @@ def run(job: RunJob) -> RunReport:
     device = resolve_device(device_name)
     model, name, multiple = load_for_backend(job, device)
     model = prepare_for(model, job.options, device)  # once for all images (and compiled once with --compile)
+    options = resolve_tile(job.options, model, multiple, device)
 
     bar = tqdm(total=len(todo), unit="img", disable=job.quiet, desc=f"derain ({name}, {device.type})")
     for src, dst in todo:
@@ -170,10 +171,10 @@ def run(job: RunJob) -> RunReport:
             image = read_image(src)
             x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
             h, w = x.shape[-2:]
-            tiles = count_tiles(h, w, job.options, multiple)
+            tiles = count_tiles(h, w, options, multiple)
             tile_bar = tqdm(total=tiles, unit="tile", leave=False, disable=job.quiet or tiles == 1,
                             desc=src.name)
-            y = restore(model, x, multiple, job.options, device, progress=tile_bar.update)
+            y = restore(model, x, multiple, options, device, progress=tile_bar.update)
             tile_bar.close()
             write_image(dst, y[0].permute(1, 2, 0).numpy(), bit_depth=image.bit_depth,
                         exif=image.exif, icc_profile=image.icc_profile)

@@ -188,7 +188,7 @@ class Handler(BaseHTTPRequestHandler):
         models = [choice.describe() for choice in self.server.jobs.catalog.values()]
         return {"models": models, "default_model": models[0]["name"],
                 "max_upload_bytes": config.max_upload_bytes, "max_megapixels": config.max_pixels / 1e6,
-                "tile": config.options.tile}
+                "tile": self.server.jobs.tile(models[0]["name"])}
 
     def _get_job(self, job_id: str, part: str | None) -> None:
         job = self.server.jobs.get(job_id)

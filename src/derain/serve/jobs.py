@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from derain.errors import DerainError
-from derain.infer import InferenceOptions, count_tiles, prepare_for, restore
+from derain.infer import InferenceOptions, count_tiles, prepare_for, resolve_tile, restore
 from derain.serve.catalog import ModelChoice
 from derain.serve.uploads import UploadInfo, decode_upload, encode_png, encode_preview
 
@@ -53,6 +53,8 @@ class JobQueue:
         self.catalog = catalog
         # Each network prepared once for the fast path (or the reference path) the options ask for.
         self._models = {key: prepare_for(choice.model, options, device) for key, choice in catalog.items()}
+        self._options = {key: resolve_tile(options, self._models[key], choice.size_multiple, device)
+                         for key, choice in catalog.items()}
         self.options = options
         self.device = device
         self.keep = keep
@@ -71,6 +73,10 @@ class JobQueue:
             self._jobs[job.id] = job
         self._pending.put(job)
         return job
+
+    def tile(self, model: str) -> int:
+        """The tile side photos for ``model`` run in (chosen from the free memory unless set)."""
+        return self._options[model].tile
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -135,8 +141,8 @@ class JobQueue:
             x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
             h, w = x.shape[-2:]
             self._update(job, upload=None, preview=encode_preview(image.pixels), stage="removing rain",
-                         tiles_total=count_tiles(h, w, self.options, choice.size_multiple))
-            y = restore(self._models[job.model], x, choice.size_multiple, self.options, self.device,
+                         tiles_total=count_tiles(h, w, self._options[job.model], choice.size_multiple))
+            y = restore(self._models[job.model], x, choice.size_multiple, self._options[job.model], self.device,
                         progress=lambda n: self._advance(job, n))
             self._update(job, stage="encoding")
             png = encode_png(y[0].permute(1, 2, 0).numpy(), image.bit_depth, image.exif, image.icc_profile)
