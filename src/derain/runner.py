@@ -137,6 +137,21 @@ def load_for_backend(job: RunJob, device: torch.device) -> tuple[torch.nn.Module
     return model, model.name, model.size_multiple
 
 
+def restore_file(src: Path, dst: Path, model: torch.nn.Module, multiple: int, options: InferenceOptions,
+                 device: torch.device, quiet: bool = True) -> None:
+    """Read ``src``, restore it and write ``dst`` with the input's bit depth, EXIF and colour profile; a
+    progress bar over the tiles of large photos unless ``quiet``."""
+    image = read_image(src)
+    x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
+    h, w = x.shape[-2:]
+    tiles = count_tiles(h, w, options, multiple)
+    tile_bar = tqdm(total=tiles, unit="tile", leave=False, disable=quiet or tiles == 1, desc=src.name)
+    y = restore(model, x, multiple, options, device, progress=tile_bar.update)
+    tile_bar.close()
+    write_image(dst, y[0].permute(1, 2, 0).numpy(), bit_depth=image.bit_depth,
+                exif=image.exif, icc_profile=image.icc_profile)
+
+
 def run(job: RunJob) -> RunReport:
     """Restore every input image of ``job``; per-file problems are collected, not fatal, until the end."""
     files = expand_inputs(job.inputs)
@@ -168,16 +183,7 @@ def run(job: RunJob) -> RunReport:
     bar = tqdm(total=len(todo), unit="img", disable=job.quiet, desc=f"derain ({name}, {device.type})")
     for src, dst in todo:
         try:
-            image = read_image(src)
-            x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
-            h, w = x.shape[-2:]
-            tiles = count_tiles(h, w, options, multiple)
-            tile_bar = tqdm(total=tiles, unit="tile", leave=False, disable=job.quiet or tiles == 1,
-                            desc=src.name)
-            y = restore(model, x, multiple, options, device, progress=tile_bar.update)
-            tile_bar.close()
-            write_image(dst, y[0].permute(1, 2, 0).numpy(), bit_depth=image.bit_depth,
-                        exif=image.exif, icc_profile=image.icc_profile)
+            restore_file(src, dst, model, multiple, options, device, quiet=job.quiet)
             report.written.append(dst)
         except DerainError as exc:
             report.failed.append((src, str(exc)))
