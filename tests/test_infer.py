@@ -182,3 +182,19 @@ def test_auto_tile_keeps_a_24_megapixel_photo_within_the_free_memory(monkeypatch
     tiled = restore(model, photo, 16, options)
     whole = restore(model, photo, 16, InferenceOptions(tile=0, precision="fp32"))
     assert float((tiled - whole).abs().max()) < 1e-3
+
+
+def test_batched_tiles_give_the_same_image(shared):
+    """Tiles of one shape run several per call (the GPU default); the blended result does not change."""
+    torch.manual_seed(0)
+    model = build("fastderain").eval()
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.01)
+    photo = load_tensor(shared("data/real-rain/1.jpg"))  # 600x407: tiles of two shapes at 256
+    one = restore(model, photo, 16, InferenceOptions(tile=256, tile_threshold=0, precision="fp32", tile_batch=1))
+    calls = []
+    three = restore(model, photo, 16, InferenceOptions(tile=256, tile_threshold=0, precision="fp32", tile_batch=3),
+                    progress=calls.append)
+    assert sum(calls) == count_tiles(407, 600, InferenceOptions(tile=256, tile_threshold=0), 16)
+    assert len(calls) < sum(calls)  # some calls really carried several tiles
+    assert float((one - three).abs().max()) < 1e-5

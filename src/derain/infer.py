@@ -34,7 +34,8 @@ class InferenceOptions:
     tile, not the photo). ``tile_overlap`` should cover the network's receptive field for tiled and whole
     results to agree. ``ensemble`` averages the 8 flips/rotations (x8 self-ensemble, 8x the time). ``fast``
     runs the fast path of :mod:`derain.fastpath` (same function, bf16 where native, channels-last, folded
-    layers); ``compile`` adds ``torch.compile`` to it.
+    layers); ``compile`` adds ``torch.compile`` to it. ``tile_batch`` tiles run in one call (None: 4 on
+    GPUs, where it keeps the device busy, 1 on the CPU, where it does not pay).
     """
 
     tile: int | None = None
@@ -44,6 +45,7 @@ class InferenceOptions:
     precision: str = "auto"
     fast: bool = True
     compile: bool = False
+    tile_batch: int | None = None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -181,11 +183,12 @@ def iter_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 1) -> It
 
 
 def tiled_forward(forward: Forward, tile: int, overlap: int,
-                  progress: Callable[[int], None] | None = None, multiple: int = 1) -> Forward:
+                  progress: Callable[[int], None] | None = None, multiple: int = 1, batch: int = 1) -> Forward:
     """Apply ``forward`` to overlapping tiles and blend them with smooth weights.
 
-    Outputs are accumulated on the CPU in float32, so the peak memory is one tile's activations plus three
-    image-sized buffers, whatever the photo's size.
+    ``batch`` tiles of the same shape go through ``forward`` together (GPUs are busier with several tiles
+    per call). Outputs are accumulated on the CPU in float32, so the peak memory is one batch's activations
+    plus three image-sized buffers, whatever the photo's size.
     """
 
     def wrapped(x: torch.Tensor) -> torch.Tensor:
@@ -193,19 +196,33 @@ def tiled_forward(forward: Forward, tile: int, overlap: int,
         out = torch.zeros((x.shape[0], x.shape[1], h, w), dtype=torch.float32)
         weight = torch.zeros((1, 1, h, w), dtype=torch.float32)
         tops, lefts = tile_starts(h, tile, overlap, multiple), tile_starts(w, tile, overlap, multiple)
-        for top, left, th, tw in iter_tiles(h, w, tile, overlap, multiple):
-            y = forward(x[..., top:top + th, left:left + tw]).cpu()
-            # Only edges shared with a neighbour fade; the image border keeps full weight.
-            wy = _ramp(th, top > 0, top != tops[-1], overlap, y.device)
-            wx = _ramp(tw, left > 0, left != lefts[-1], overlap, y.device)
-            mask = (wy[:, None] * wx[None, :])[None, None]
-            out[..., top:top + th, left:left + tw] += y * mask
-            weight[..., top:top + th, left:left + tw] += mask
+        for group in _same_shape_groups(list(iter_tiles(h, w, tile, overlap, multiple)), batch):
+            crops = [x[..., top:top + th, left:left + tw] for top, left, th, tw in group]
+            outputs = forward(torch.cat(crops) if len(crops) > 1 else crops[0]).cpu().split(x.shape[0])
+            for (top, left, th, tw), y in zip(group, outputs):
+                # Only edges shared with a neighbour fade; the image border keeps full weight.
+                wy = _ramp(th, top > 0, top != tops[-1], overlap, y.device)
+                wx = _ramp(tw, left > 0, left != lefts[-1], overlap, y.device)
+                mask = (wy[:, None] * wx[None, :])[None, None]
+                out[..., top:top + th, left:left + tw] += y * mask
+                weight[..., top:top + th, left:left + tw] += mask
             if progress is not None:
-                progress(1)
+                progress(len(group))
         return out / weight
 
     return wrapped
+
+
+def _same_shape_groups(tiles: list[tuple[int, int, int, int]], batch: int) -> Iterator[list[tuple[int, int, int, int]]]:
+    """Consecutive runs of at most ``batch`` tiles that share a height and width."""
+    group: list[tuple[int, int, int, int]] = []
+    for t in tiles:
+        if group and (len(group) == batch or group[-1][2:] != t[2:]):
+            yield group
+            group = []
+        group.append(t)
+    if group:
+        yield group
 
 
 def count_tiles(h: int, w: int, options: InferenceOptions, size_multiple: int = 1) -> int:
@@ -297,5 +314,6 @@ def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: 
         return y.clamp(0, 1)
     # Pad the whole image once, so tiles at the border see the same reflected pixels as a whole-image pass.
     padded = pad_to_multiple(image, size_multiple)
-    y = tiled_forward(forward, options.tile, options.tile_overlap, progress, size_multiple)(padded)
+    batch = options.tile_batch or (4 if device.type == "cuda" else 1)
+    y = tiled_forward(forward, options.tile, options.tile_overlap, progress, size_multiple, batch)(padded)
     return y[..., :h, :w].clamp(0, 1)
