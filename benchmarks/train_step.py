@@ -19,7 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from derain.models import build
+from derain.infer import primary_output
+from derain.models import build, get_spec
 from derain.train.loop import cpu_supports_bf16
 
 
@@ -60,7 +61,7 @@ def main() -> int:
 
         def step() -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = F.l1_loss(model(x).float(), y)
+                loss = F.l1_loss(primary_output(model(x)).float(), y)  # multi-output models: full-size output
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -70,7 +71,7 @@ def main() -> int:
             step()
         train_ms = _median_ms(step, args.steps)
         model.eval()
-        multiple = getattr(model, "size_multiple", 16)
+        multiple = get_spec(args.model).size_multiple
         h, w = (-(-321 // multiple) * multiple, -(-481 // multiple) * multiple)
         image = torch.rand(1, 3, h, w)
         results = []

@@ -162,11 +162,11 @@ class ResBlockNone(nn.Module):
 class ResBlock(nn.Module):
     """DDSAM block: the plain block's stem, then MPSRM and FDSM side by side, concatenated and fused."""
 
-    def __init__(self, channel: int) -> None:
+    def __init__(self, channel: int, pool_sizes: Sequence[int] = (4, 2, 1)) -> None:
         super().__init__()
         self.conv1 = BasicConv(channel, channel, 3, relu=True)
         self.conv2 = BasicConv(channel * 2, channel, 3, relu=False)
-        self.MPSRM = MPSRM(channel, channel)  # noqa: N815 (official names)
+        self.MPSRM = MPSRM(channel, channel, pool_sizes)  # noqa: N815 (official names)
         self.FDSM = FDSM(channel // 2)  # noqa: N815
         self.proj = nn.Conv2d(channel, channel, 3, 1, 1, groups=channel)
         self.proj_act = nn.GELU()
@@ -179,9 +179,10 @@ class ResBlock(nn.Module):
 class Stage(nn.Module):
     """EBlock/DBlock: ``num_res - 1`` plain blocks, then one DDSAM block (keys ``layers.0..num_res-1``)."""
 
-    def __init__(self, channel: int, num_res: int) -> None:
+    def __init__(self, channel: int, num_res: int, pool_sizes: Sequence[int] = (4, 2, 1)) -> None:
         super().__init__()
-        self.layers = nn.Sequential(*[ResBlockNone(channel) for _ in range(num_res - 1)], ResBlock(channel))
+        self.layers = nn.Sequential(*[ResBlockNone(channel) for _ in range(num_res - 1)],
+                                    ResBlock(channel, pool_sizes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -190,10 +191,10 @@ class Stage(nn.Module):
 class SCM(nn.Module):
     """Shallow convolutional module: embeds a downscaled input image for the matching encoder scale."""
 
-    def __init__(self, out_plane: int) -> None:
+    def __init__(self, out_plane: int, image_channels: int = 3) -> None:
         super().__init__()
         self.main = nn.Sequential(
-            BasicConv(3, out_plane // 4, 3, relu=True),
+            BasicConv(image_channels, out_plane // 4, 3, relu=True),
             BasicConv(out_plane // 4, out_plane // 2, 1, relu=True),
             BasicConv(out_plane // 2, out_plane // 2, 3, relu=True),
             BasicConv(out_plane // 2, out_plane, 1, relu=False),
@@ -220,30 +221,44 @@ class DMSR(nn.Module):
 
     ``test_window`` > 0 switches eval-mode forward passes to the official test protocol
     (:func:`window_forward`), which returns ``[out_full]`` only; training always runs whole patches.
+
+    Options beyond the official network (defaults give the official layout): ``image_channels`` is the
+    channel count of the input and of the three outputs (e.g. 48 inside a 4x pixel-unshuffle wrapper,
+    :mod:`derain.models.unshuffled`); ``pool_sizes`` is MPSRM's pooling pyramid, coarsest first, successive
+    factors of 2 ending in 1. Each halving of the pyramid halves the size multiple and the minimum side; inside a
+    2x (4x) unshuffle, ``(2, 1)`` (``(1,)``) keeps the coarsest image scale of the official ``(4, 2, 1)``.
     """
 
-    def __init__(self, num_res: int = 16, base_channel: int = 48, test_window: int = 0) -> None:
+    def __init__(self, num_res: int = 16, base_channel: int = 48, test_window: int = 0, image_channels: int = 3,
+                 pool_sizes: Sequence[int] = (4, 2, 1)) -> None:
         super().__init__()
-        b = base_channel
+        pool_sizes = [int(p) for p in pool_sizes]
+        if pool_sizes[-1] != 1 or any(p != 2 * q for p, q in zip(pool_sizes, pool_sizes[1:])):
+            raise ValueError(f"pool_sizes must be successive factors of 2 ending in 1, not {pool_sizes}")
+        b, c = base_channel, image_channels
         self.test_window = test_window
-        self.Encoder = nn.ModuleList([Stage(b, num_res), Stage(b * 2, num_res), Stage(b * 4, num_res)])  # noqa: N815
+        # The 1/4-scale stage pools by pool_sizes[0] again: sides must divide by 4 * pool_sizes[0], and its
+        # 7x7 reflect-padded attention needs that coarsest map to be at least 4 pixels.
+        self.size_multiple = 4 * pool_sizes[0]
+        self.min_side = 4 * self.size_multiple
+        self.Encoder = nn.ModuleList(Stage(b * k, num_res, pool_sizes) for k in (1, 2, 4))  # noqa: N815
         self.feat_extract = nn.ModuleList([
-            BasicConv(3, b, 3, relu=True, stride=1),
+            BasicConv(c, b, 3, relu=True, stride=1),
             BasicConv(b, b * 2, 3, relu=True, stride=2),
             BasicConv(b * 2, b * 4, 3, relu=True, stride=2),
             BasicConv(b * 4, b * 2, 4, relu=True, stride=2, transpose=True),
             BasicConv(b * 2, b, 4, relu=True, stride=2, transpose=True),
-            BasicConv(b, 3, 3, relu=False, stride=1),
+            BasicConv(b, c, 3, relu=False, stride=1),
         ])
-        self.Decoder = nn.ModuleList([Stage(b * 4, num_res), Stage(b * 2, num_res), Stage(b, num_res)])  # noqa: N815
+        self.Decoder = nn.ModuleList(Stage(b * k, num_res, pool_sizes) for k in (4, 2, 1))  # noqa: N815
         self.Convs = nn.ModuleList([BasicConv(b * 4, b * 2, 1, relu=True),  # noqa: N815
                                     BasicConv(b * 2, b, 1, relu=True)])
-        self.ConvsOut = nn.ModuleList([BasicConv(b * 4, 3, 3, relu=False),  # noqa: N815
-                                       BasicConv(b * 2, 3, 3, relu=False)])
+        self.ConvsOut = nn.ModuleList([BasicConv(b * 4, c, 3, relu=False),  # noqa: N815
+                                       BasicConv(b * 2, c, 3, relu=False)])
         self.FAM1 = FAM(b * 4)  # noqa: N815
-        self.SCM1 = SCM(b * 4)  # noqa: N815
+        self.SCM1 = SCM(b * 4, c)  # noqa: N815
         self.FAM2 = FAM(b * 2)  # noqa: N815
-        self.SCM2 = SCM(b * 2)  # noqa: N815
+        self.SCM2 = SCM(b * 2, c)  # noqa: N815
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.test_window > 0 and not self.training:
@@ -253,8 +268,9 @@ class DMSR(nn.Module):
     def forward_scales(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The network itself: three restored images, full resolution first."""
         h, w = x.shape[-2:]
-        if h % 16 or w % 16 or min(h, w) < 64:
-            raise ValueError(f"DMSR needs sides that are multiples of 16 and at least 64, not {h}x{w}")
+        m = self.size_multiple
+        if h % m or w % m or min(h, w) < self.min_side:
+            raise ValueError(f"DMSR needs sides that are multiples of {m} and at least {self.min_side}, not {h}x{w}")
         # The input pyramid uses F.interpolate's default mode, nearest (not a blur or an average).
         x_2 = F.interpolate(x, scale_factor=0.5)
         x_4 = F.interpolate(x_2, scale_factor=0.5)

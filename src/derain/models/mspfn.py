@@ -199,14 +199,21 @@ class ResidualMemory(nn.Module):
 
 
 class MSPFN(nn.Module):
-    """MSPFN on images in [0, 1] (scaled to [-1, 1] inside, as the TF code feeds it); H, W multiples of 4."""
+    """MSPFN on images in [0, 1] (scaled to [-1, 1] inside, as the TF code feeds it); H, W multiples of 4.
+
+    ``image_channels`` (default 3, the official layout) is the channel count of the input and of the predicted
+    rain layer, e.g. 12 inside a 2x pixel-unshuffle wrapper (:mod:`derain.models.unshuffled`). The [-1, 1]
+    scaling is per value, so it means the same on rearranged pixels; the BGR note for TF weights concerns
+    the official 3-channel layout only.
+    """
 
     def __init__(self, channels: int = 64, iterations: int = 17, rcabs: Sequence[int] = (1, 3, 3),
-                 lstm_hidden: Sequence[int] = (64, 128, 256)) -> None:
+                 lstm_hidden: Sequence[int] = (64, 128, 256), image_channels: int = 3) -> None:
         super().__init__()
         if len(rcabs) != 3 or len(lstm_hidden) != 3:
             raise ValueError("rcabs and lstm_hidden need one entry per scale (1/4, 1/2, full)")
-        self.rnn1, self.rnn2, self.rnn4 = ConvAct(3, channels), ConvAct(3, channels), ConvAct(3, channels)
+        c = image_channels
+        self.rnn1, self.rnn2, self.rnn4 = ConvAct(c, channels), ConvAct(c, channels), ConvAct(c, channels)
         self.residual_memory = ResidualMemory(channels, lstm_hidden)
         self.fusion = nn.ModuleList(FusionStep(channels, rcabs) for _ in range(iterations))
         self.rnn_recon4 = ConvAct(channels * 2, channels)
@@ -215,7 +222,7 @@ class MSPFN(nn.Module):
         self.up4_2 = Up(channels, channels)
         self.up2_1 = Up(channels * 2, channels)
         self.rnn5 = ConvAct(channels * 2, channels // 2)
-        self.rnn7 = ConvAct(channels // 2, 3, act=False)
+        self.rnn7 = ConvAct(channels // 2, c, act=False)
         self._init_like_tf()
 
     def _init_like_tf(self) -> None:

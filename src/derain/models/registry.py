@@ -122,3 +122,33 @@ register(ModelSpec(
     default_config=dict(in_channels=3, width=64),
     description="Rain2Avoid's UNet (ICASSP 2023 / TMM), trained per image by `derain selfsup`; width=32 for CPUs",
 ))
+
+# Small variants for the equal-cost CPU comparison (issue 12): each runs its own blocks on a pixel-unshuffled
+# image, sized so that CPU inference costs about as much as FastDerain's (configs/equal_cost_*.yaml).
+_SMALL = "small variant for the equal-cost CPU comparison: pixel-unshuffle x{f} stem, "
+register(ModelSpec(
+    name="restormer-small",
+    builder="derain.models.unshuffled:build_restormer_small",
+    size_multiple=32,  # Restormer's 8 x the unshuffle factor 4
+    default_config=dict(factor=4, dim=16, num_blocks=[1, 2, 2, 4], num_refinement_blocks=1, heads=[1, 2, 4, 8],
+                        ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias"),
+    description=_SMALL.format(f=4) + "Restormer dim 16, blocks 1/2/2/4 + 1 refinement",
+))
+register(ModelSpec(
+    name="dmsr-small",
+    builder="derain.models.unshuffled:build_dmsr_small",
+    # DMSR with a one-level MPSRM needs sides of 4k (and at least 16), x the unshuffle factor 4. The official
+    # pools (4, 2, 1) would need 64k image sides, so no 96-pixel training patch; at 4x unshuffle the stages
+    # already run at 1/4, 1/8 and 1/16 of the image, the scales the official pyramid reaches by pooling.
+    # (A 2x stem with pools (2, 1) fits too, but costs 1.5x FastDerain even at base 8.)
+    size_multiple=16,
+    default_config=dict(factor=4, num_res=2, base_channel=24, pool_sizes=[1]),
+    description=_SMALL.format(f=4) + "DMSR base 24, 2 blocks per stage, one-level MPSRM (pool 1)",
+))
+register(ModelSpec(
+    name="mspfn-small",
+    builder="derain.models.unshuffled:build_mspfn_small",
+    size_multiple=16,  # MSPFN's 4 x the unshuffle factor 4
+    default_config=dict(factor=4, channels=48, iterations=5, rcabs=[1, 1, 1], lstm_hidden=[48, 96, 96]),
+    description=_SMALL.format(f=4) + "MSPFN 48 channels, 5 fusion steps, RCABs (1, 1, 1), ConvLSTMs 48/96/96",
+))
