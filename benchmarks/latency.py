@@ -1,10 +1,12 @@
-"""CPU latency of one Rain100L-size image (481x321) through the Python API, per precision.
+"""CPU latency of one Rain100L-size image (481x321) through the Python API, per inference path.
 
     python benchmarks/latency.py [--weights CKPT] [--model NAME] [--runs 20] [--threads N]
 
 Uses the bundled default model unless ``--weights`` is given. Calls ``derain.derain`` exactly as a user would
 (numpy image in, numpy image out: padding, precision and cropping included), after two warm-up calls, and
-prints the median and best of ``--runs`` calls for each precision.
+prints the median and best of ``--runs`` calls for the reference path, the fast path in float32 and in its
+automatic precision (preparing the model on every call, as ``derain.derain`` does by default, and prepared
+once with ``derain.prepare``).
 """
 from __future__ import annotations
 
@@ -42,7 +44,6 @@ def main() -> int:
     parser.add_argument("--image", type=Path, default=IMAGE)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     args = parser.parse_args()
     if not args.image.is_file():
         sys.exit(f"benchmark needs {args.image} (../shared/data/rain100l beside the project); pass --image")
@@ -53,16 +54,20 @@ def main() -> int:
     h, w = pixels.shape[:2]
     print(f"model {name}, image {args.image.name} {w}x{h}, {cpu_name()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
-    for precision in args.precisions:
+    paths = [("reference path, fp32 (--no-fast)", model, dict(fast=False, precision="fp32")),
+             ("fast path, fp32", model, dict(precision="fp32")),
+             ("fast path, auto precision (the default)", model, {}),
+             ("fast path, auto, prepared once (derain.prepare)", derain.prepare(model), {})]
+    for label, net, options in paths:
         for _ in range(2):
-            derain.derain(pixels, model, name, precision=precision)
+            derain.derain(pixels, net, name, **options)
         times = []
         for _ in range(args.runs):
             start = time.perf_counter()
-            out = derain.derain(pixels, model, name, precision=precision)
+            out = derain.derain(pixels, net, name, **options)
             times.append(time.perf_counter() - start)
         assert out.shape == pixels.shape and np.isfinite(out).all()
-        print(f"{precision}: median {statistics.median(times) * 1000:.1f} ms, best {min(times) * 1000:.1f} ms "
+        print(f"{label}: median {statistics.median(times) * 1000:.1f} ms, best {min(times) * 1000:.1f} ms "
               f"({args.runs} runs)")
     return 0
 

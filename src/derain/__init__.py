@@ -39,6 +39,17 @@ def derain(image: "np.ndarray", model: "nn.Module", name: str | None = None, **o
     return restore(model, x, multiple, InferenceOptions(**options))[0].permute(1, 2, 0).numpy()
 
 
+def prepare(model: "nn.Module", **options: Any) -> "nn.Module":
+    """``model`` prepared once for the inference path ``options`` ask for (InferenceOptions fields: ``fast``,
+    ``precision``, ``compile``); pass the result to :func:`derain` to skip the preparation on every call."""
+    import torch
+
+    from derain.infer import InferenceOptions, prepare_for
+
+    device = next(model.parameters()).device if next(model.parameters(), None) is not None else torch.device("cpu")
+    return prepare_for(model, InferenceOptions(**options), device)
+
+
 def list_models() -> list[str]:
     """Names of the registered networks."""
     from derain.models import list_specs
