@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     run.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output format (default: as input)")
     run.add_argument("--shard", help="process only part I of N of the files (0-based), e.g. 0/4")
+    run.add_argument("--task", choices=["auto", "rain", "haze", "noise", "blur", "lowlight"],
+                     help="all-in-one models (fsdrnet): the degradation to remove; auto (default) lets the "
+                          "model's selector decide and prints what it chose")
     run.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
                      help="torch (default) or onnxruntime with --weights MODEL.onnx from `derain export --onnx`")
     _inference_args(run)
@@ -198,7 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     job = RunJob(inputs=args.inputs, output_dir=Path(args.output), model=args.model, weights=args.weights,
                  device=args.device, options=_options(args), overwrite=args.overwrite,
                  shard=parse_shard(args.shard) if args.shard else None,
-                 suffix=f".{args.format}" if args.format else None, quiet=args.quiet, backend=args.backend)
+                 suffix=f".{args.format}" if args.format else None, quiet=args.quiet, backend=args.backend,
+                 task=args.task)
     report = run(job)
     print(f"derain: wrote {len(report.written)} image(s) to {job.output_dir}"
           + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))

@@ -289,6 +289,33 @@ def resolve_tile(options: InferenceOptions, model: nn.Module, size_multiple: int
     return dataclasses.replace(options, tile=auto_tile(model, size_multiple, options.tile_overlap, device))
 
 
+def all_in_one_network(model: nn.Module) -> nn.Module | None:
+    """The network inside ``model`` (prepared or compiled or not) that takes a task and records what its
+    degradation selector chose (``.task``, ``.last_choice``: an all-in-one model), or None."""
+    net = model.net if isinstance(model, PreparedModel) else model
+    net = getattr(net, "_orig_mod", net)  # the module under a torch.compile wrapper
+    return net if hasattr(net, "task") and hasattr(net, "last_choice") else None
+
+
+def set_task(model: nn.Module, name: str, task: str | None) -> nn.Module | None:
+    """Route an all-in-one ``model`` to ``task`` (None/auto: its selector); returns its network, or None for
+    single-task models, where asking for a task is a mistake."""
+    routed = all_in_one_network(model)
+    if routed is None:
+        if task is not None:
+            raise DerainError(f"a task applies to all-in-one models (fsdrnet); {name} restores one degradation")
+        return None
+    routed.task = None if task in (None, "auto") else task
+    return routed
+
+
+def describe_choice(routed: nn.Module) -> str:
+    """What the selector chose for the last image, e.g. ``haze (0.87)``."""
+    choice = routed.last_choice[0] if routed.last_choice else "?"
+    weights = getattr(routed, "last_weights", None)
+    return f"{choice} ({float(weights[0].max()):.2f})" if weights is not None and len(weights) else choice
+
+
 def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: InferenceOptions | None = None,
             device: torch.device | None = None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Restore ``image`` (1 x C x H x W, float in [0, 1]) with ``model``; returns a CPU float32 tensor in [0, 1].

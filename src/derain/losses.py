@@ -180,6 +180,16 @@ class MultiOutput(nn.Module):
         return total
 
 
+class SelectorCrossEntropy(nn.Module):
+    """Cross-entropy of an all-in-one network's degradation selector against the task of each sample
+    (FSDRNet: weight 0.01). It reads the selector's logits and the task labels, not the images."""
+
+    needs_selector = True
+
+    def forward(self, logits: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), task)
+
+
 LOSSES: dict[str, type[nn.Module]] = {
     "l1": L1Loss,
     "mse": MSELoss,
@@ -187,6 +197,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "ssim": SSIMLoss,
     "edge": EdgeLoss,
     "fft": FFTLoss,
+    "selector": SelectorCrossEntropy,
 }
 
 
@@ -217,13 +228,25 @@ class WeightedLoss(nn.Module):
         self.weights = [w for _, w, _ in terms]
         self.terms = nn.ModuleList(m for _, _, m in terms)
 
-    def forward(self, pred: torch.Tensor | Sequence[torch.Tensor],
-                target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    @property
+    def needs_selector(self) -> bool:
+        """True when a term reads a degradation selector's logits (all-in-one training)."""
+        return any(getattr(term, "needs_selector", False) for term in self.terms)
+
+    def forward(self, pred: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor,
+                selector: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total and per-term values; ``selector`` = (logits, task labels) for the ``selector`` term."""
         total = target.new_zeros((), dtype=torch.float32)
         parts: dict[str, float] = {}
         first = pred[0] if isinstance(pred, (list, tuple)) else pred
         for name, weight, term in zip(self.names, self.weights, self.terms):
-            value = term(pred if isinstance(term, MultiOutput) else first, target)
+            if getattr(term, "needs_selector", False):
+                if selector is None:
+                    raise DerainError(f"loss {name!r} needs an all-in-one model with a degradation selector "
+                                      "and data.tasks")
+                value = term(*selector)
+            else:
+                value = term(pred if isinstance(term, MultiOutput) else first, target)
             parts[name] = float(value.detach())
             total = total + weight * value
         return total, parts

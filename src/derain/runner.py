@@ -19,7 +19,8 @@ from tqdm import tqdm
 from derain.checkpoints import load_model
 from derain.errors import DerainError
 from derain.imageio import expand_inputs, read_image, write_image
-from derain.infer import InferenceOptions, count_tiles, prepare_for, resolve_device, resolve_tile, restore
+from derain.infer import (InferenceOptions, count_tiles, describe_choice, prepare_for, resolve_device, resolve_tile,
+                          restore, set_task)
 from derain.models import get_spec
 from derain.weights import default_checkpoint, default_model_name
 
@@ -39,6 +40,7 @@ class RunJob:
     suffix: str | None = None  # output format, e.g. ".png"; None keeps each input's own suffix
     quiet: bool = False
     backend: str = "torch"  # or "onnxruntime" (weights: a file written by `derain export --onnx`)
+    task: str | None = None  # all-in-one models: auto (the selector decides) or a task name
 
 
 @dataclass
@@ -179,12 +181,16 @@ def run(job: RunJob) -> RunReport:
     model, name, multiple = load_for_backend(job, device)
     model = prepare_for(model, job.options, device)  # once for all images (and compiled once with --compile)
     options = resolve_tile(job.options, model, multiple, device)
+    routed = set_task(model, name, job.task)
 
     bar = tqdm(total=len(todo), unit="img", disable=job.quiet, desc=f"derain ({name}, {device.type})")
     for src, dst in todo:
         try:
             restore_file(src, dst, model, multiple, options, device, quiet=job.quiet)
             report.written.append(dst)
+            if routed is not None and routed.task in (None, "auto"):
+                tqdm.write(f"derain: {src.name}: the degradation selector chose {describe_choice(routed)}",
+                           file=sys.stderr)
         except DerainError as exc:
             report.failed.append((src, str(exc)))
             tqdm.write(f"derain: error: {exc}", file=sys.stderr)

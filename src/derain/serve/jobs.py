@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from derain.errors import DerainError
-from derain.infer import InferenceOptions, count_tiles, prepare_for, resolve_tile, restore
+from derain.infer import InferenceOptions, count_tiles, prepare_for, resolve_tile, restore, set_task
 from derain.serve.catalog import ModelChoice
 from derain.serve.uploads import UploadInfo, decode_upload, encode_png, encode_preview
 
@@ -142,6 +142,7 @@ class JobQueue:
             h, w = x.shape[-2:]
             self._update(job, upload=None, preview=encode_preview(image.pixels), stage="removing rain",
                          tiles_total=count_tiles(h, w, self._options[job.model], choice.size_multiple))
+            set_task(self._models[job.model], job.model, job.task)  # all-in-one models only
             y = restore(self._models[job.model], x, choice.size_multiple, self._options[job.model], self.device,
                         progress=lambda n: self._advance(job, n))
             self._update(job, stage="encoding")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ import torch
 from derain.data.datasets import PairedPatches, load_clean_images, load_pairs
 from derain.errors import DerainError
 from derain.train.config import DataConfig
+
+if TYPE_CHECKING:
+    from derain.data.tasks import TaskBatches
 
 
 def _synth_module() -> ModuleType:
@@ -126,3 +129,16 @@ class TrainBatches:
             self.clean.load_state_dict(state["clean"])
         if state.get("generator") is not None:
             self.generator.set_state(state["generator"])
+
+
+def make_batches(data: DataConfig, seed: int) -> "TrainBatches | TaskBatches":
+    """The batch source ``data`` describes: :class:`TrainBatches` (pairs -> (input, target)) or, when
+    ``data.tasks`` is set, all-in-one :class:`~derain.data.tasks.TaskBatches` (-> (input, target, task))."""
+    if not data.tasks:
+        return TrainBatches.from_config(data, seed)
+    from derain.data.tasks import TaskBatches, TaskSettings
+
+    settings = TaskSettings(tasks=tuple(data.tasks), rain_synth_ratio=data.synth_ratio,
+                            rain_preset=data.synth_preset)
+    return TaskBatches.from_paths(clean=data.task_clean, rain=data.train, settings=settings, seed=seed,
+                                  rain_max_images=data.train_max_images)

@@ -15,6 +15,7 @@ from typing import Any, Union
 
 import yaml
 
+from derain.data.tasks import TASKS
 from derain.errors import DerainError
 
 
@@ -58,6 +59,10 @@ class DataConfig:
     synth_ratio: float = 0.0
     synth_clean: str | None = None  # e.g. ../shared/data/clean
     synth_preset: str = "light"
+    # All-in-one training: patches of these tasks in balanced rounds (derain.data.tasks.TaskBatches), rain
+    # from ``train`` (plus ``synth_ratio`` synthetic), the other tasks synthesised from ``task_clean``.
+    tasks: list[str] = field(default_factory=list)
+    task_clean: str | None = "../shared/data/clean/kodak24"  # keep CBSD68, the noise test set, out of training
 
 
 @dataclass
@@ -277,9 +282,14 @@ def validate(config: TrainConfig) -> None:
          "val_every, checkpoint_every and log_every must be positive"),
         (bool(config.loss), "loss needs at least one term"),
         (0.0 <= config.data.synth_ratio <= 1.0, "data.synth_ratio must be in [0, 1]"),
-        (config.data.synth_ratio == 0.0 or bool(config.data.synth_clean),
+        (all(t in TASKS for t in config.data.tasks),
+         f"data.tasks must be among {', '.join(TASKS)}, not {config.data.tasks}"),
+        (not config.data.tasks or config.data.synth_ratio == 0.0 or bool(config.data.train),
+         "data.tasks with rain needs data.train (rainy/clean pairs)"),
+        (bool(config.data.tasks) or config.data.synth_ratio == 0.0 or bool(config.data.synth_clean),
          "data.synth_ratio > 0 needs data.synth_clean (a folder of clean images, e.g. ../shared/data/clean)"),
-        (config.data.synth_ratio == 1.0 or bool(config.data.train),
+        (config.data.synth_ratio == 1.0 or bool(config.data.train) or
+         (bool(config.data.tasks) and "rain" not in config.data.tasks),
          "data.train is needed unless data.synth_ratio is 1 (synthetic pairs only)"),
         (config.schedule.name != "plateau" or bool(config.data.val),
          "schedule plateau is driven by the validation PSNR: set data.val"),

@@ -43,7 +43,7 @@ from derain.infer import InferenceOptions, restore
 from derain.losses import build_loss
 from derain.models import build, get_spec
 from derain.train import distributed
-from derain.train.batches import TrainBatches
+from derain.train.batches import make_batches
 from derain.train.config import Stage, TrainConfig, load_config
 from derain.train.ema import EMA
 from derain.train.schedules import make_schedule
@@ -159,7 +159,7 @@ class Trainer:
         self.model = build(config.model.name, **config.model.options).to(self.device)
 
         # Each rank draws its own patches (and synthetic rain): its samplers are seeded with seed + rank.
-        self.batches = TrainBatches.from_config(config.data, seed=config.seed + self.dist.rank)
+        self.batches = make_batches(config.data, seed=config.seed + self.dist.rank)
         for stage in self._stages():
             self.batches.check_patch(stage.patch)
             if stage.patch % self.spec.size_multiple:
@@ -175,6 +175,9 @@ class Trainer:
                                  weight_decay=config.optim.weight_decay)
         self.schedule = make_schedule(config.schedule, config.optim.lr, config.total_steps)
         self.loss = build_loss(config.loss).to(self.device)
+        if self.loss.needs_selector and not (config.data.tasks and getattr(self.model, "has_selector", False)):
+            raise DerainError(f"loss term 'selector' needs data.tasks and an all-in-one model with a degradation "
+                              f"selector (e.g. fsdrnet), not {config.model.name!r}")
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.step = 0
         self.saved_step = -1
@@ -383,17 +386,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total, parts = 0.0, {}
         for i in range(cfg.optim.accumulate):
-            x, y = self.batches.sample(stage.batch, stage.patch)
-            x, y = x.to(self.device), y.to(self.device)
+            sample = self.batches.sample(stage.batch, stage.patch)  # (input, target[, task]) patches
+            x, y = sample[0].to(self.device), sample[1].to(self.device)
+            task = sample[2].to(self.device) if len(sample) > 2 else None
             # Under DDP, gradients are all-reduced only on the last micro-batch (no_sync skips the others).
             last_micro = i == cfg.optim.accumulate - 1
             sync = self.net.no_sync() if self.dist.enabled and not last_micro else contextlib.nullcontext()
             with sync:
+                selector = None
                 with _autocast(self.device, self.dtype):
-                    out = self.net(x)
+                    if self.loss.needs_selector:  # all-in-one: the selector's logits feed their own term
+                        result = self.net(x, details=True)
+                        out, selector = result.image, (result.logits, task)
+                    else:
+                        out = self.net(x)
                 # Multi-output networks (DMSR) return a list of images, full resolution first.
                 out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
-                loss, parts = self.loss(out, y)
+                loss, parts = self.loss(out, y, selector)
                 (loss / cfg.optim.accumulate).backward()
             total += float(loss.detach()) / cfg.optim.accumulate
         total = distributed.mean_scalar(total, self.device)  # every rank sees (and stops on) the same loss
