@@ -24,7 +24,8 @@ def _tile_side(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a number of pixels or auto, not {text!r}") from None
 
 
-def _inference_args(p: argparse.ArgumentParser, model_args: bool = True) -> None:
+def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: bool = True) -> None:
+    """Options shared by the commands that run a network; ``fast``: whether the fast path is the default."""
     if model_args:
         p.add_argument("--model", help="network name (see `derain models`); optional when the checkpoint names it")
         p.add_argument("--weights", help="checkpoint file (.pth/.pt/.safetensors; official Restormer format accepted)")
@@ -32,9 +33,14 @@ def _inference_args(p: argparse.ArgumentParser, model_args: bool = True) -> None
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 where the GPU or CPU computes it natively (CPU: with the fast path only), "
                         "else float32")
-    p.add_argument("--no-fast", dest="fast", action="store_false",
-                   help="run the reference path (the network as trained, eager) instead of the fast path "
-                        "(folded layers, channels-last, native bf16)")
+    if fast:
+        p.add_argument("--no-fast", dest="fast", action="store_false",
+                       help="run the reference path (the network as trained, eager) instead of the fast path "
+                            "(folded layers, channels-last, native bf16)")
+    else:  # benchmarks score the reference path, as the papers do, unless asked
+        p.add_argument("--fast", action="store_true",
+                       help="score the fast path (folded layers, channels-last, native bf16) instead of the "
+                            "reference path")
     p.add_argument("--compile", action="store_true",
                    help="add torch.compile to the fast path (pays for folders and tiles; compiles per size)")
     p.add_argument("--tile", type=_tile_side, default=None,
@@ -86,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--protocol", default="matlab-y", help="matlab-y (default), rgb or skimage-rgb")
     bench.add_argument("--save", help="also write the restored images to SAVE/<set>/")
     bench.add_argument("--limit", type=int, help="only the first N pairs of each set")
-    _inference_args(bench)
+    _inference_args(bench, fast=False)
 
     sub.add_parser("models", help="list the available networks")
 
