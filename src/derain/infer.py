@@ -263,6 +263,12 @@ RESERVED_IMAGE_PIXELS = 24_000_000
 MAX_TILE = {"cpu": 1024, "cuda": 2048}
 
 
+def network_of(model: nn.Module) -> nn.Module:
+    """The network itself, under a :class:`PreparedModel` and a ``torch.compile`` wrapper if any."""
+    net = model.net if isinstance(model, PreparedModel) else model
+    return getattr(net, "_orig_mod", net)
+
+
 def auto_tile(model: nn.Module, size_multiple: int, overlap: int, device: torch.device,
               available: int | None = None) -> int:
     """The tile side for ``model`` on ``device`` from the memory free now, so that a 24-megapixel photo
@@ -272,8 +278,7 @@ def auto_tile(model: nn.Module, size_multiple: int, overlap: int, device: torch.
     costs; networks without it are assumed to be as hungry as the hungriest measured.
     """
     available = available_memory_bytes(device) if available is None else available
-    per_pixel = getattr(model, "bytes_per_pixel", None) or getattr(getattr(model, "net", None), "bytes_per_pixel",
-                                                                    None) or DEFAULT_BYTES_PER_PIXEL
+    per_pixel = getattr(network_of(model), "bytes_per_pixel", None) or DEFAULT_BYTES_PER_PIXEL
     reserve = IMAGE_BYTES_PER_PIXEL * RESERVED_IMAGE_PIXELS if device.type == "cpu" else 0
     budget = max(0.0, 0.5 * (available - reserve))
     side = min(int(math.sqrt(budget / per_pixel)), MAX_TILE.get(device.type, 1024))
@@ -292,8 +297,7 @@ def resolve_tile(options: InferenceOptions, model: nn.Module, size_multiple: int
 def all_in_one_network(model: nn.Module) -> nn.Module | None:
     """The network inside ``model`` (prepared or compiled or not) that takes a task and records what its
     degradation selector chose (``.task``, ``.last_choice``: an all-in-one model), or None."""
-    net = model.net if isinstance(model, PreparedModel) else model
-    net = getattr(net, "_orig_mod", net)  # the module under a torch.compile wrapper
+    net = network_of(model)
     return net if hasattr(net, "task") and hasattr(net, "last_choice") else None
 
 
