@@ -110,6 +110,21 @@ def test_frequency_guidance_is_one_way():
         assert not torch.allclose(model(x), y_before)
 
 
+def test_ablation_without_frequency_modules_trains_unguided_blocks():
+    full, ablated = tiny(), tiny(frequency=False)
+    assert ablated.fam is None
+    fam_params = sum(p.numel() for p in full.fam.parameters())
+    band_inputs = 4 * TINY.get("bands", 8) * (TINY.get("selector_hidden", 128))  # selector rows they fed
+    assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in ablated.parameters()) == \
+        fam_params + band_inputs + 2 * 4 * TINY.get("bands", 8)  # + the LayerNorm's weight and bias on them
+    x = torch.rand(2, 3, 32, 32)
+    out = ablated.forward_with_logits(x)
+    assert out.image.shape == x.shape and out.logits.shape == (2, len(TASKS))
+    F.l1_loss(out.image, x * 0.9).add(F.cross_entropy(out.logits, torch.tensor([1, 3]))).backward()
+    missing = [n for n, p in ablated.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
 def test_forced_tasks_route_one_hot_and_auto_uses_the_softmax():
     model = tiny().eval()
     x = torch.rand(2, 3, 32, 32)

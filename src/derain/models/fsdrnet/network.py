@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from derain.models.fsdrnet.efma import GuidedStage
-from derain.models.fsdrnet.frequency import FrequencyAuxiliary
+from derain.models.fsdrnet.frequency import FrequencyAuxiliary, FrequencyOutput, Guidance
 from derain.models.fsdrnet.heads import PhysicalHeads
 from derain.models.fsdrnet.selector import TASKS, DegradationSelector, check_task, routing_weights
 from derain.models.restormer import Downsample, OverlapPatchEmbed, Upsample
@@ -56,6 +56,9 @@ class FSDRNet(nn.Module):
     After every forward, :attr:`last_choice` holds the chosen task of each image (argmax of the weights) and
     :attr:`last_weights` the weights (B, 5), for the CLI to print. Input sides must be multiples of
     :attr:`size_multiple` (8 x ``unshuffle``).
+
+    ``frequency=False`` is the ablation without the frequency auxiliary modules: no guidance reaches the EFMA
+    blocks and the selector sees the pooled bottleneck features only.
     """
 
     def __init__(self, inp_channels: int = 3, dim: int = 42, num_blocks: Sequence[int] = (2, 3, 3, 4),
@@ -63,7 +66,7 @@ class FSDRNet(nn.Module):
                  ffn_expansion_factor: float = 2.66, bias: bool = False, LayerNorm_type: str = "WithBias",  # noqa: N803
                  bands: int = 8, selector_hidden: int = 128, head_hidden: int = 32, kernel_size: int = 5,
                  unshuffle: int = 1, full_channels: int = 4, routing: str = "soft",
-                 task: str | None = None) -> None:
+                 task: str | None = None, frequency: bool = True) -> None:
         super().__init__()
         if len(num_blocks) != 4 or len(heads) != 4:
             raise ValueError("num_blocks and heads need one entry per level (4)")
@@ -88,7 +91,7 @@ class FSDRNet(nn.Module):
             FrequencyAuxiliary(dim * 2, (dim * 2,), bands),  # levels 2 and 3: encoder and decoder share
             FrequencyAuxiliary(dim * 4, (dim * 4,), bands),
             FrequencyAuxiliary(dim * 8, (dim * 8,), bands),  # bottleneck
-        ])
+        ]) if frequency else None
         self.to_levels = (nn.Identity() if unshuffle == 1 else
                           nn.Sequential(nn.PixelUnshuffle(unshuffle), nn.Conv2d(full * unshuffle ** 2, dim, 1)))
         self.encoder_level1 = stage(num_blocks[0], dim, 0)
@@ -99,7 +102,7 @@ class FSDRNet(nn.Module):
         self.down3_4 = Downsample(dim * 4)
         self.latent = stage(num_blocks[3], dim * 8, 3)
 
-        self.selector = DegradationSelector(dim * 8, 4 * bands, selector_hidden)
+        self.selector = DegradationSelector(dim * 8, 4 * bands if frequency else 0, selector_hidden)
 
         self.up4_3 = Upsample(dim * 8)
         self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
@@ -141,28 +144,37 @@ class FSDRNet(nn.Module):
         task = self.task if task is None else check_task(task)
         full = self.patch_embed(x)
 
-        g1 = self.fam[0](full)
+        g1 = self._frequency(0, full)
         x1 = self.to_levels(full)
-        enc1 = self.encoder_level1(x1, g1.guides[0])
+        enc1 = self.encoder_level1(x1, _guide(g1, 0))
         x2 = self.down1_2(enc1)
-        g2 = self.fam[1](x2)
-        enc2 = self.encoder_level2(x2, g2.guides[0])
+        g2 = self._frequency(1, x2)
+        enc2 = self.encoder_level2(x2, _guide(g2, 0))
         x3 = self.down2_3(enc2)
-        g3 = self.fam[2](x3)
-        enc3 = self.encoder_level3(x3, g3.guides[0])
+        g3 = self._frequency(2, x3)
+        enc3 = self.encoder_level3(x3, _guide(g3, 0))
         x4 = self.down3_4(enc3)
-        g4 = self.fam[3](x4)
-        latent = self.latent(x4, g4.guides[0])
+        g4 = self._frequency(3, x4)
+        latent = self.latent(x4, _guide(g4, 0))
 
-        logits = self.selector(latent, [g.bands for g in (g1, g2, g3, g4)])
+        logits = self.selector(latent, [g.bands for g in (g1, g2, g3, g4) if g is not None])
         weights = routing_weights(logits, task, routing or self.routing)
 
-        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)), g3.guides[0])
-        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)), g2.guides[0])
-        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1), g1.guides[1])
-        feat = self.refinement(dec1, g1.guides[1])
+        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)), _guide(g3, 0))
+        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)), _guide(g2, 0))
+        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1), _guide(g1, 1))
+        feat = self.refinement(dec1, _guide(g1, 1))
 
         image = self.restoration(x, feat, weights).to(x.dtype)
         self.last_weights = weights.detach().cpu()
         self.last_choice = [TASKS[i] for i in self.last_weights.argmax(dim=1).tolist()]
         return FSDRNetOutput(image, logits, weights)
+
+    def _frequency(self, level: int, x: torch.Tensor) -> FrequencyOutput | None:
+        """The level's frequency auxiliary module on ``x``; None in the ablation without them."""
+        return None if self.fam is None else self.fam[level](x)
+
+
+def _guide(out: FrequencyOutput | None, index: int) -> Guidance | None:
+    """The ``index``-th guidance of a FAM's output (None without frequency modules: unguided EFMA blocks)."""
+    return None if out is None else out.guides[index]
