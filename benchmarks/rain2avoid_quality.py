@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--crop", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                        help="output = input + UNet (default: the fast recipe's choice)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--faithful-steps", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -107,7 +109,8 @@ def main() -> None:
 
     for steps in args.steps:
         config = SelfSupConfig(variant=args.variant, mode=args.mode, fast=True, steps=steps, lr=args.lr,
-                               width=args.width, batch=args.batch, crop=args.crop, precision=args.precision)
+                               width=args.width, batch=args.batch, crop=args.crop, precision=args.precision,
+                               residual=args.residual)
         recipe = resolve(config, len(items))
         torch.manual_seed(3)
         gen = torch.Generator().manual_seed(3)
@@ -123,7 +126,8 @@ def main() -> None:
         cpu = (time.process_time() - cpu0) / len(items) + prep_cpu
         wall = (time.perf_counter() - wall0) / len(items) + prep_wall
         label = (f"{args.mode}, {recipe.steps} steps, width {recipe.width}, batch {recipe.batch} x {recipe.crop}, "
-                 f"lr {recipe.lr:g} {recipe.schedule}, {recipe.precision}")
+                 f"lr {recipe.lr:g} {recipe.schedule}, {recipe.precision}"
+                 + (", residual" if recipe.residual else ""))
         report(label, [scored(r, c) for r, (_, _, c) in zip(results, data)], cpu, wall)
 
     if args.faithful_steps:

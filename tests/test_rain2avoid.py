@@ -203,6 +203,11 @@ def test_unet_parameter_count_and_shapes():
     assert count_parameters(small) < count_parameters(model) / 3
     with torch.no_grad():
         assert small(torch.rand(1, 3, 48, 64)).shape == (1, 3, 48, 64)
+    # The CPU recipe's residual variant has the same parameters and starts as the identity, in train mode too.
+    residual = build("rain2avoid-unet", width=32, residual=True).train()
+    assert count_parameters(residual) == count_parameters(small)
+    x = torch.rand(2, 3, 48, 64)
+    assert torch.equal(residual(x), x)
 
 
 def test_recipes():
@@ -215,6 +220,8 @@ def test_recipes():
     assert (multiple.batch, multiple.crop, multiple.steps, multiple.schedule) == (64, 64, 4000, "constant")
     fast = resolve(SelfSupConfig(fast=True))
     assert fast.width == 32 and fast.crop > 0 and fast.schedule == "cosine" and fast.steps < 5000
+    assert fast.residual and not icassp.residual and not later.residual
+    assert not resolve(SelfSupConfig(fast=True, residual=False)).residual
 
 
 def test_selfsup_cli_writes_results_masks_and_pseudo(shared, tmp_path, capsys):

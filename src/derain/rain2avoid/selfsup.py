@@ -11,7 +11,8 @@ Recipes (``SelfSupConfig``):
   truths), batch 1, Adam lr 1e-2, batch-norm in train mode at inference. Later version ("nlss"): the same with
   lr 1e-3 and eval-mode inference. ``torch.manual_seed(3)`` once at the start, as the scripts do.
 * ``fast``: for CPUs: batches of random crops (each with its own pseudo ground truth and flip), a warmup +
-  cosine schedule over far fewer steps, the half-width UNet, bf16 autocast where the CPU computes bf16 natively.
+  cosine schedule over far fewer steps, the half-width UNet with a residual output (it starts as the
+  identity, so a short schedule only learns the rain), bf16 autocast where the CPU computes bf16 natively.
   Its defaults are a starting point; the measured trade-off between steps and quality is in docs/results.md
   once measured.
 * ``mode="multiple"``: one UNet trained on all the images (the later version's "Multiple" mode: 64x64 crops,
@@ -58,6 +59,7 @@ class SelfSupConfig:
     steps: int | None = None
     lr: float | None = None
     width: int | None = None  # UNet width: 64 is the paper's
+    residual: bool | None = None  # output = input + UNet (identity at the start); None: fast recipes only
     batch: int | None = None
     crop: int | None = None  # crop side for batched training; 0 = whole images (the faithful per-image recipe)
     num_pseudo: int = 50
@@ -79,6 +81,7 @@ class Recipe:
     schedule: str  # "constant" or "cosine"
     bn_train_at_inference: bool
     precision: str
+    residual: bool = False
 
 
 @dataclass
@@ -138,7 +141,8 @@ def resolve(config: SelfSupConfig, num_images: int = 1) -> Recipe:
         precision = "auto" if config.fast else "fp32"
     if precision not in ("auto", "fp32", "bf16"):
         raise DerainError(f"unknown precision {config.precision!r}; choose auto, fp32 or bf16")
-    return Recipe(steps, lr, width, batch, crop, schedule, bn_train, precision)
+    residual = config.fast if config.residual is None else config.residual
+    return Recipe(steps, lr, width, batch, crop, schedule, bn_train, precision, residual)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -204,7 +208,7 @@ def train_network(items: list[Prepared], recipe: Recipe, device: torch.device,
                   progress: Callable[[int, float], None] | None = None,
                   generator: torch.Generator | None = None) -> R2AUNet:
     """A fresh UNet trained on ``items`` (one image in per-image mode, all of them in multiple mode)."""
-    model = R2AUNet(width=recipe.width).to(device).train()
+    model = R2AUNet(width=recipe.width, residual=recipe.residual).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     schedule = (warmup_cosine(recipe.lr, recipe.steps, max(1, recipe.steps // 20)) if recipe.schedule == "cosine"
                 else (lambda step: recipe.lr))
