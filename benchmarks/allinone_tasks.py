@@ -61,7 +61,7 @@ def evaluate(label: str, weights: str, sets, task: str | None, limit: int | None
         pairs = find_pairs(folder)[:limit] if limit else find_pairs(folder)
         psnrs, ssims, choices = [], [], Counter()
         for pair in pairs:
-            x = torch.from_numpy(read_uint8_rgb(pair.input)).permute(2, 0, 1)[None].float() / 255.0
+            x = torch.from_numpy(np.array(read_uint8_rgb(pair.input))).permute(2, 0, 1)[None].float() / 255.0
             with torch.no_grad():
                 y = restore(model, x, multiple, REFERENCE, torch.device("cpu"))
             pred = np.clip(np.rint(y[0].permute(1, 2, 0).numpy() * 255.0), 0, 255).astype(np.uint8)

@@ -221,6 +221,7 @@ def test_recipes():
     fast = resolve(SelfSupConfig(fast=True))
     assert fast.width == 32 and fast.crop > 0 and fast.schedule == "cosine" and fast.steps < 5000
     assert fast.residual and not icassp.residual and not later.residual
+    assert fast.lr == 1e-3 and resolve(SelfSupConfig(fast=True, lr=5e-3)).lr == 5e-3
     assert not resolve(SelfSupConfig(fast=True, residual=False)).residual
 
 

@@ -174,12 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--mode", default="per-image", choices=["per-image", "multiple"],
                     help="per-image: a fresh network per image (default); multiple: one network for all inputs")
     ss.add_argument("--fast", action="store_true",
-                    help="CPU recipe: random-crop batches, short warmup+cosine schedule, half-width UNet, bf16 "
-                         "where the CPU has it (default: the official 5,000-step recipe)")
+                    help="CPU recipe: random-crop batches, short warmup+cosine schedule, half-width residual UNet, "
+                         "lr 1e-3, bf16 where the CPU has it (default: the official 5,000-step recipe)")
     ss.add_argument("--steps", type=int, help="training steps (default: 5000 per image, --fast 300; multiple: "
                                                "2000 epochs of the folder, --fast 1200 steps)")
-    ss.add_argument("--lr", type=float, help="learning rate (default: the variant's)")
+    ss.add_argument("--lr", type=float, help="learning rate (default: the variant's; --fast: 1e-3)")
     ss.add_argument("--width", type=int, help="UNet width (default 64, the paper's; --fast: 32)")
+    ss.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                    help="output = input + UNet, identity at the start (default: on with --fast, off otherwise)")
     ss.add_argument("--batch", type=int, help="crops per step (default 1 whole image; --fast: 8; multiple: 64)")
     ss.add_argument("--crop", type=int, help="crop side, a multiple of 16; 0 = whole images")
     ss.add_argument("--pseudo", type=int, default=50, help="pseudo ground truths per image (default 50)")
@@ -322,8 +324,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_selfsup(args: argparse.Namespace) -> int:
     from derain.rain2avoid.selfsup import SelfSupConfig, SelfSupJob, selfsup
     config = SelfSupConfig(variant=args.variant, mode=args.mode, fast=args.fast, steps=args.steps, lr=args.lr,
-                           width=args.width, batch=args.batch, crop=args.crop, num_pseudo=args.pseudo,
-                           seed=args.seed, precision=args.precision, device=args.device)
+                           width=args.width, residual=args.residual, batch=args.batch, crop=args.crop,
+                           num_pseudo=args.pseudo, seed=args.seed, precision=args.precision, device=args.device)
     job = SelfSupJob(inputs=args.inputs, output_dir=Path(args.output), config=config, overwrite=args.overwrite,
                      save_masks=args.save_masks, save_pseudo=args.save_pseudo, quiet=args.quiet)
     report = selfsup(job)
