@@ -1,14 +1,15 @@
 """The per-task table of all-in-one restoration (issue 15): every checkpoint on every task, in one run.
 
     python benchmarks/allinone_tasks.py --weights NAME=CKPT [--weights NAME=CKPT ...] [--threads 2]
-        [--sets runs/allinone_sets] [--limit N] [--task auto]
+        [--sets runs/allinone_sets] [--limit N] [--task auto | --oracle]
 
 Tasks and protocols: rain on the real Rain100L (``matlab-y``, the deraining papers' protocol); noise at sigma
 15/25/50, haze, motion blur and low light synthesised from CBSD68 with the fixed seed of
 ``derain.data.tasks.load_synthetic_test_set`` (``rgb``; the sets are **synthetic** and named so). The synthetic
 sets are written once under ``--sets`` and reused, so ``derain bench CKPT runs/allinone_sets/NAME`` scores
 the same pixels. Every image goes through the reference float32 path (as ``derain bench``), routed as
-``--task`` says (``auto``: each model's degradation selector, the blind all-in-one setting). For models with a
+``--task`` says (``auto``: each model's degradation selector, the blind all-in-one setting; ``--oracle``: each
+set's own task, as a perfect selector would). For models with a
 selector, the table also counts how often it chose the right task. Prints a markdown table.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ def test_sets(folder: Path) -> list[tuple[str, str, str, Path]]:
     return sets
 
 
-def evaluate(label: str, weights: str, sets, task: str | None, limit: int | None) -> dict:
+def evaluate(label: str, weights: str, sets, task: str | None, limit: int | None, oracle: bool = False) -> dict:
     """Mean PSNR/SSIM per set and the selector's choices of one checkpoint."""
     model, name = load_model(None, weights)
     parameters = count_parameters(model)  # before preparing, which freezes them
@@ -57,7 +58,9 @@ def evaluate(label: str, weights: str, sets, task: str | None, limit: int | None
     multiple = get_spec(name).size_multiple
     results = {"label": label, "model": name, "params": parameters, "sets": {}}
     start = time.perf_counter()
-    for _, set_name, protocol, folder in sets:
+    for kind, set_name, protocol, folder in sets:
+        if oracle and routed is not None:
+            set_task(model, name, kind)  # the true task of the set: what a perfect selector would choose
         pairs = find_pairs(folder)[:limit] if limit else find_pairs(folder)
         psnrs, ssims, choices = [], [], Counter()
         for pair in pairs:
@@ -68,7 +71,7 @@ def evaluate(label: str, weights: str, sets, task: str | None, limit: int | None
             p, s = psnr_ssim(pred, read_uint8_rgb(pair.target), protocol)
             psnrs.append(p)
             ssims.append(s)
-            if routed is not None:
+            if routed is not None and not oracle:
                 choices.update(routed.last_choice)
         results["sets"][set_name] = (float(np.mean(psnrs)), float(np.mean(ssims)), choices, len(pairs))
         print(f"{label} {set_name}: {np.mean(psnrs):.2f} / {np.mean(ssims):.4f}"
@@ -94,6 +97,9 @@ def main() -> None:
     parser.add_argument("--sets", type=Path, default=Path("runs/allinone_sets"),
                         help="where the synthetic test sets are written (default runs/allinone_sets)")
     parser.add_argument("--task", default="auto", help="auto (the selector; default) or a task to force")
+    parser.add_argument("--oracle", action="store_true",
+                        help="route each set to its own task (a perfect selector): separates routing errors "
+                             "from restoration quality")
     parser.add_argument("--limit", type=int, help="only the first N images of each set (quick checks)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -111,7 +117,7 @@ def main() -> None:
     sets = test_sets(args.sets)
     task = None if args.task == "auto" else args.task
     inputs = input_scores(sets, args.limit)
-    results = [evaluate(label, path, sets, task, args.limit) for label, path in checkpoints]
+    results = [evaluate(label, path, sets, task, args.limit, args.oracle) for label, path in checkpoints]
 
     header = ["task", "test set", "protocol", "input"] + [r["label"] for r in results]
     selectors = [r for r in results if any(v[2] for v in r["sets"].values())]
