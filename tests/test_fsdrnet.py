@@ -110,6 +110,26 @@ def test_frequency_guidance_is_one_way():
         assert not torch.allclose(model(x), y_before)
 
 
+def test_selector_crops_route_large_images_by_the_mean_of_crop_probabilities():
+    model = tiny(selector_crop=32).eval()
+    small, large = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        # At or below the crop size nothing changes: the whole image is the crop.
+        assert torch.equal(model.forward_with_logits(small).logits,
+                           model._select(model._encode(small)))
+        out = model.forward_with_logits(large)
+        # 2 x 3 crops of 32x32 spread over 64x96: rows 0 and 32, columns 0, 32 and 64.
+        crops = [large[..., t:t + 32, s:s + 32] for t in (0, 32) for s in (0, 32, 64)]
+        log_p = torch.stack([model._select(model._encode(c)).log_softmax(-1) for c in crops]).mean(0)
+        assert torch.allclose(out.logits, log_p, atol=1e-5)
+        assert torch.allclose(out.weights, log_p.softmax(-1), atol=1e-5)
+        # A forced task ignores the selector, crops or not.
+        forced = model.forward_with_logits(large, task="haze").weights
+        assert torch.equal(forced, torch.tensor([[0.0, 1, 0, 0, 0]] * 2))
+    with pytest.raises(ValueError, match="selector_crop"):
+        tiny(selector_crop=20)
+
+
 def test_ablation_without_frequency_modules_trains_unguided_blocks():
     full, ablated = tiny(), tiny(frequency=False)
     assert ablated.fam is None

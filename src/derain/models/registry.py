@@ -164,7 +164,8 @@ register(ModelSpec(
     default_config=dict(inp_channels=3, dim=42, num_blocks=[2, 3, 3, 4], num_refinement_blocks=2,
                         heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",
                         bands=8, selector_hidden=128, head_hidden=32, kernel_size=5, unshuffle=1,
-                        routing="soft", task=None),
+                        routing="soft", task=None,
+                        selector_crop=128),  # auto routing classifies 128x128 crops: the all-in-one training patch
     description="FSDRNet (our reconstruction; no public code): all-in-one (rain, haze, noise, blur, low light) "
                 "U-Net of EFMA blocks with one-way frequency guidance, a degradation selector and physical heads",
     tasks=("auto", "rain", "haze", "noise", "blur", "lowlight"),
@@ -179,7 +180,8 @@ register(ModelSpec(
     default_config=dict(inp_channels=3, dim=24, num_blocks=[1, 1, 2, 2], num_refinement_blocks=1,
                         heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, LayerNorm_type="WithBias",
                         bands=8, selector_hidden=64, head_hidden=16, kernel_size=3, unshuffle=4,
-                        full_channels=4, routing="soft", task=None),
+                        full_channels=4, routing="soft", task=None,
+                        selector_crop=96),  # auto routing classifies crops of its training patch (96x96)
     description="FSDRNet (our reconstruction; no public code): small CPU configuration, the same design on a "
                 "pixel-unshuffled x4 U-Net with the level-1 frequency module and the heads at full resolution",
     tasks=("auto", "rain", "haze", "noise", "blur", "lowlight"),
