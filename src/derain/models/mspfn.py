@@ -204,12 +204,11 @@ class MSPFN(nn.Module):
     ``image_channels`` (default 3, the official layout) is the channel count of the input and of the predicted
     rain layer, e.g. 12 inside a 2x pixel-unshuffle wrapper (:mod:`derain.models.unshuffled`). The [-1, 1]
     scaling is per value, so it means the same on rearranged pixels; the BGR note for TF weights concerns
-    the official 3-channel layout only. ``zero_init_rain`` starts the predicted rain layer at zero.
+    the official 3-channel layout only.
     """
 
     def __init__(self, channels: int = 64, iterations: int = 17, rcabs: Sequence[int] = (1, 3, 3),
-                 lstm_hidden: Sequence[int] = (64, 128, 256), image_channels: int = 3,
-                 zero_init_rain: bool = False) -> None:
+                 lstm_hidden: Sequence[int] = (64, 128, 256), image_channels: int = 3) -> None:
         super().__init__()
         if len(rcabs) != 3 or len(lstm_hidden) != 3:
             raise ValueError("rcabs and lstm_hidden need one entry per scale (1/4, 1/2, full)")
@@ -225,12 +224,6 @@ class MSPFN(nn.Module):
         self.rnn5 = ConvAct(channels * 2, channels // 2)
         self.rnn7 = ConvAct(channels // 2, c, act=False)
         self._init_like_tf()
-        if zero_init_rain:
-            # The untrained network then returns its input. With the TF initialisation its random rain layer
-            # is large (up to 0.7 on [0, 1] images), and the small variant trained at lr 1e-3 escaped it by
-            # killing the rain path for good (rnn5's PReLU slope -> 0: the output stayed the input;
-            # docs/results.md, equal-cost comparison). Not the official initialisation: off for `mspfn`.
-            nn.init.zeros_(self.rnn7.conv.weight)
 
     def _init_like_tf(self) -> None:
         for module in self.modules():

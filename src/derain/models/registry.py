@@ -150,8 +150,7 @@ register(ModelSpec(
     name="mspfn-small",
     builder="derain.models.unshuffled:build_mspfn_small",
     size_multiple=16,  # MSPFN's 4 x the unshuffle factor 4
-    default_config=dict(factor=4, channels=48, iterations=5, rcabs=[1, 1, 1], lstm_hidden=[48, 96, 96],
-                        zero_init_rain=True),
+    default_config=dict(factor=4, channels=48, iterations=5, rcabs=[1, 1, 1], lstm_hidden=[48, 96, 96]),
     description=_SMALL.format(f=4) + "MSPFN 48 channels, 5 fusion steps, RCABs (1, 1, 1), ConvLSTMs 48/96/96",
 ))
 
