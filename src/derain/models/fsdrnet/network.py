@@ -153,10 +153,11 @@ class FSDRNet(nn.Module):
         attributes for this call (``task=None`` keeps :attr:`task`; ``"auto"`` uses the selector)."""
         task = self.task if task is None else check_task(task)
         enc = self._encode(x)
-        logits = self._select(enc)
         crop = self.selector_crop
         if task is None and crop and max(x.shape[-2:]) > crop:
             logits = self._crop_logits(x, crop)
+        else:
+            logits = self._select(enc)
         weights = routing_weights(logits, task, routing or self.routing)
         g1, g2, g3, _ = enc.guidance
         latent, enc1, enc2, enc3 = enc.latent, enc.enc1, enc.enc2, enc.enc3
