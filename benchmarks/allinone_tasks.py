@@ -61,7 +61,7 @@ def evaluate(label: str, weights: str, sets, task: str | None, limit: int | None
     for kind, set_name, protocol, folder in sets:
         if oracle and routed is not None:
             set_task(model, name, kind)  # the true task of the set: what a perfect selector would choose
-        pairs = find_pairs(folder)[:limit] if limit else find_pairs(folder)
+        pairs = find_pairs(folder)[:limit or None]
         psnrs, ssims, choices = [], [], Counter()
         for pair in pairs:
             x = torch.from_numpy(np.array(read_uint8_rgb(pair.input))).permute(2, 0, 1)[None].float() / 255.0
@@ -84,7 +84,7 @@ def input_scores(sets, limit: int | None) -> dict[str, tuple[float, float]]:
     """The degraded inputs' own PSNR/SSIM, under each set's protocol."""
     out = {}
     for _, set_name, protocol, folder in sets:
-        pairs = find_pairs(folder)[:limit] if limit else find_pairs(folder)
+        pairs = find_pairs(folder)[:limit or None]
         values = [psnr_ssim(read_uint8_rgb(p.input), read_uint8_rgb(p.target), protocol) for p in pairs]
         out[set_name] = (float(np.mean([v[0] for v in values])), float(np.mean([v[1] for v in values])))
     return out
