@@ -97,6 +97,18 @@ def test_output_is_input_minus_rain_and_odd_sizes_are_padded():
         assert torch.allclose(model(x[..., :36, :52]), x[..., :36, :52], atol=1e-6)
 
 
+def test_zero_init_rain_starts_as_the_identity_and_still_learns_the_rain():
+    torch.manual_seed(0)
+    model = build("mspfn", **TINY, zero_init_rain=True)
+    x = torch.rand(2, 3, 16, 24)
+    out = model(x)
+    assert torch.allclose(out, x, atol=1e-6)
+    target = x - 0.2 * (torch.rand_like(x) > 0.9)  # bright "streaks" to remove
+    (out - target).abs().mean().backward()
+    assert model.rnn7.conv.weight.grad.abs().sum() > 0  # the rain layer gets a gradient from the first step
+    assert not torch.allclose(build("mspfn", **TINY)(x), x, atol=1e-3)  # the TF init starts elsewhere
+
+
 def test_checkpoint_round_trip_is_strict_and_exact(tmp_path):
     torch.manual_seed(0)
     model = build("mspfn-released", **TINY)
