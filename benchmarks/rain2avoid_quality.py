@@ -2,7 +2,7 @@
 
     python benchmarks/rain2avoid_quality.py [--images 10] [--first 0] [--variant icassp] [--threads 2]
         [--mode per-image|multiple|fused] [--steps 100 300] [--width 32] [--batch 8] [--crop 96] [--lr L]
-        [--faithful-steps 0]
+        [--faithful-steps 0] [--full]
 
 The paper's protocol: the 480x320 top-left crop of each Rain100L pair (rows 0-319, columns 0-479), scored with
 ``skimage-rgb`` (what the official scripts compute). Per run: the mean seconds of LDGP and of the pseudo
@@ -15,6 +15,8 @@ seconds per image). ``--mode``:
 * ``multiple``: one network trained on all the crops, then run on each (``--mode multiple``); the CPU time
   is the total divided by the number of crops;
 * ``fused``: no network, the mean of the pseudo ground truths (a reference point for what training adds).
+
+``--full`` runs on the whole images and scores them with ``matlab-y`` (the toolkit's benchmark protocol) instead.
 
 ``--faithful-steps K`` also times K steps of the faithful schedule (whole image, width 64, batch 1, fp32,
 5,000 steps in the official recipe) on the first crop and reports K's seconds per step x 5,000.
@@ -37,19 +39,21 @@ from derain.rain2avoid.selfsup import (FAITHFUL_STEPS, Prepared, SelfSupConfig, 
 RAIN100L = Path("../shared/data/rain100l")
 CROP_H, CROP_W = 320, 480
 PROTOCOL = "skimage-rgb"
+FULL_PROTOCOL = "matlab-y"  # the toolkit's benchmark protocol, for --full
 
 
-def crops(first: int, count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, rainy, clean) top-left 480x320 crops of Rain100L pairs ``first`` .. ``first + count - 1``."""
+def crops(first: int, count: int, full: bool = False) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, rainy, clean) top-left 480x320 crops (``full``: whole images) of Rain100L pairs ``first`` ..."""
     pairs = find_pairs(RAIN100L)[first:first + count]
-    return [(p.input.name, read_uint8_rgb(p.input)[:CROP_H, :CROP_W], read_uint8_rgb(p.target)[:CROP_H, :CROP_W])
+    rows, cols = (slice(None), slice(None)) if full else (slice(0, CROP_H), slice(0, CROP_W))
+    return [(p.input.name, read_uint8_rgb(p.input)[rows, cols], read_uint8_rgb(p.target)[rows, cols])
             for p in pairs]
 
 
-def scored(pred: torch.Tensor, clean: np.ndarray) -> tuple[float, float]:
-    """PSNR/SSIM of a 3 x H x W float [0, 1] result, saved as 8 bits, against the clean crop."""
+def scored(pred: torch.Tensor, clean: np.ndarray, protocol: str = PROTOCOL) -> tuple[float, float]:
+    """PSNR/SSIM of a 3 x H x W float [0, 1] result, saved as 8 bits, against the clean image."""
     pixels = np.clip(np.rint(pred.permute(1, 2, 0).numpy() * 255.0), 0, 255).astype(np.uint8)
-    return psnr_ssim(pixels, clean, PROTOCOL)
+    return psnr_ssim(pixels, clean, protocol)
 
 
 def prepared_crops(data, variant: str, gen: torch.Generator) -> tuple[list[Prepared], float, float]:
@@ -86,23 +90,28 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--faithful-steps", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--full", action="store_true",
+                        help=f"whole images scored with {FULL_PROTOCOL} instead of the paper's crops")
     args = parser.parse_args()
     if not RAIN100L.is_dir():
         raise SystemExit(f"rain2avoid_quality: {RAIN100L} is missing (run from the project root beside ../shared)")
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
-    data = crops(args.first, args.images)
-    inputs = [psnr_ssim(rainy, clean, PROTOCOL) for _, rainy, clean in data]
+    data = crops(args.first, args.images, args.full)
+    protocol = FULL_PROTOCOL if args.full else PROTOCOL
+    inputs = [psnr_ssim(rainy, clean, protocol) for _, rainy, clean in data]
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
     items, ldgp_s, pseudo_s = prepared_crops(data, args.variant, torch.Generator().manual_seed(3))
     prep_cpu = (time.process_time() - cpu0) / len(data)
     prep_wall = (time.perf_counter() - wall0) / len(data)
-    print(f"{len(data)} crops {CROP_W}x{CROP_H} of Rain100L from #{args.first}, {args.variant}, {args.threads} "
+    what = "whole images" if args.full else f"crops {CROP_W}x{CROP_H}"
+    print(f"{len(data)} {what} of Rain100L from #{args.first}, {args.variant}, {args.threads} "
           f"threads; LDGP {ldgp_s:.2f} s + pseudo GT {pseudo_s:.2f} s per image (wall)\n")
-    print("| run | images | PSNR / SSIM (skimage-rgb) | CPU s/image | wall s/image |\n|---|---|---|---|---|")
+    print(f"| run | images | PSNR / SSIM ({protocol}) | CPU s/image | wall s/image |\n|---|---|---|---|---|")
     report("rainy input", inputs, 0.0, 0.0)
-    report("fused pseudo GT (no network)", [scored(it.pseudo.fused() / 255.0, c) for it, (_, _, c) in zip(items, data)],
+    report("fused pseudo GT (no network)",
+           [scored(it.pseudo.fused() / 255.0, c, protocol) for it, (_, _, c) in zip(items, data)],
            prep_cpu, prep_wall)
     if args.mode == "fused":
         return
@@ -128,7 +137,7 @@ def main() -> None:
         label = (f"{args.mode}, {recipe.steps} steps, width {recipe.width}, batch {recipe.batch} x {recipe.crop}, "
                  f"lr {recipe.lr:g} {recipe.schedule}, {recipe.precision}"
                  + (", residual" if recipe.residual else ""))
-        report(label, [scored(r, c) for r, (_, _, c) in zip(results, data)], cpu, wall)
+        report(label, [scored(r, c, protocol) for r, (_, _, c) in zip(results, data)], cpu, wall)
 
     if args.faithful_steps:
         recipe = resolve(SelfSupConfig(variant=args.variant, steps=args.faithful_steps))
