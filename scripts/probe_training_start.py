@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from derain.train.config import load_config
-from derain.train.loop import Trainer, _autocast
+from derain.precision import autocast_context
+from derain.train.loop import Trainer
 
 
 def main() -> None:
@@ -63,7 +64,7 @@ def main() -> None:
     identity = float((x - y).abs().mean())
 
     def report(loss: float) -> None:
-        with torch.no_grad(), _autocast(trainer.device, trainer.dtype):
+        with torch.no_grad(), autocast_context(trainer.device, trainer.dtype):
             out = model(x)
         out = (out[0] if isinstance(out, (list, tuple)) else out).float()
         line = (f"step {trainer.step:5d}  batch loss {loss:.4f}  fixed-batch L1 {float((out - y).abs().mean()):.4f} "

@@ -6,7 +6,6 @@ height and width must be multiples of ``size_multiple`` (or to a list of images,
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from torch import nn
 
 from derain.errors import DerainError
 from derain.hardware import available_memory_bytes
+from derain.precision import autocast_context
 from derain.fastpath import PRECISIONS, PreparedModel, choose_fast_path, low_precision_dtype, prepare_model  # noqa: F401
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -73,12 +73,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return low_precision_dtype(precision, device, fast=False)
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Reflect-pad bottom and right so H and W become multiples of ``multiple`` (as the official tests do).
 
@@ -104,7 +98,7 @@ def padded_forward(model: nn.Module, multiple: int, device: torch.device,
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        with torch.no_grad(), _autocast(device, dtype):
+        with torch.no_grad(), autocast_context(device, dtype):
             y = primary_output(model(pad_to_multiple(x.to(device), multiple)))
         return y[..., :h, :w].float()
 

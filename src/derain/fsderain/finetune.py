@@ -35,6 +35,7 @@ from derain.fsderain.objective import FSDerainObjective
 from derain.fsderain.unpaired import UnpairedObjective
 from derain.infer import InferenceOptions, primary_output, resolve_device, restore
 from derain.models import get_spec
+from derain.precision import autocast_context
 from derain.train.loop import LAST, Logger, autocast_dtype, to_uint8, weights_path_for
 
 BEST = "best.safetensors"
@@ -152,12 +153,6 @@ def validate(model: nn.Module, pairs: Pairs, size_multiple: int, device: torch.d
 
 
 # ----- the run ------------------------------------------------------------------------------------------
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    import contextlib
-
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
 def _describe_terms(config: FinetuneConfig) -> str:
     lo = config.loss
     names = ("l1", "ssim", "perceptual", "contrastive", "fft", "low_freq")
@@ -257,7 +252,7 @@ class FineTuner:
         x, y = self.train.sample(batch, cfg.data.patch)
         x, y = x.to(self.device), y.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        with _autocast(self.device, self.dtype):
+        with autocast_context(self.device, self.dtype):
             out = primary_output(self.model(x))
         out = out.float()  # the loss is computed in float32 (FFTs, SSIM and small differences)
         if cfg.unpaired:

@@ -42,6 +42,7 @@ from derain.hardware import cpu_supports_bf16  # noqa: F401  (re-exported: bench
 from derain.infer import InferenceOptions, restore
 from derain.losses import build_loss
 from derain.models import build, get_spec
+from derain.precision import autocast_context
 from derain.train import distributed
 from derain.train.batches import make_batches
 from derain.train.config import Stage, TrainConfig, load_config
@@ -62,10 +63,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if cpu_supports_bf16() else None
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def state_path_for(checkpoint: str | Path) -> Path:
@@ -394,7 +391,7 @@ class Trainer:
             sync = self.net.no_sync() if self.dist.enabled and not last_micro else contextlib.nullcontext()
             with sync:
                 selector = None
-                with _autocast(self.device, self.dtype):
+                with autocast_context(self.device, self.dtype):
                     if self.loss.needs_selector:  # all-in-one: the selector's logits feed their own term
                         result = self.net(x, details=True)
                         out, selector = result.image, (result.logits, task)
