@@ -75,3 +75,32 @@ def test_real_image_through_restore(shared):
 def test_wrong_size_fails_inside_the_network():
     with pytest.raises(RuntimeError):
         FastDerain(**SMALL)(torch.rand(1, 3, 24, 24))
+
+
+def test_growing_a_full_resolution_level_keeps_the_function_then_trains_it():
+    """A trained network grown by the full-resolution level computes the same output until the level learns."""
+    trained = randomised(FastDerain(**SMALL), seed=5)
+    grown = FastDerain(**SMALL, full_width=8)
+    state, added = grown.grown_state_dict(trained.state_dict())
+    assert added == ["full_decoder", "full_down", "full_encoder", "full_head", "full_stem", "full_up"]
+    grown.load_state_dict(state)
+    x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(grown.eval()(x), trained(x))
+    # The level's head gets a gradient at once (its input is not zero), so training moves it.
+    grown.train()
+    (grown(x) - x).abs().mean().backward()
+    assert float(grown.full_head.weight.grad.abs().sum()) > 0
+    # The folded (deployed) grown network still matches its training form.
+    grown = randomised(grown, seed=6)
+    with torch.no_grad():
+        before = grown(x)
+        assert float((grown.fold()(x) - before).abs().max()) < 1e-5
+
+
+def test_growing_needs_the_same_trunk():
+    other = FastDerain(widths=[8, 16, 16, 32], enc_blocks=[1, 1, 1, 1], dec_blocks=[1, 1, 1])
+    grown = FastDerain(**SMALL, full_width=8)
+    state, _ = grown.grown_state_dict(other.state_dict())
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        grown.load_state_dict(state)

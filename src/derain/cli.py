@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--limit", type=int, help="only the first N inputs")
 
     train = sub.add_parser("train", help="train or fine-tune a network from a YAML config")
-    train.add_argument("config", help="YAML config (see configs/)")
+    train.add_argument("config", help="YAML config (see configs/), or a recipe: a list of configs trained in order, "
+                                      "each warm-started from the one before (configs/default_model.yaml)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, dotted for nested keys (optim.lr=5e-4); repeatable")
     train.add_argument("--time-budget", type=float, metavar="MINUTES",
@@ -145,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="PATH|auto",
                        help="continue exactly from a run: its folder, last.safetensors or last.state.pt; "
                             "'auto': the config's own run folder when it holds a state")
+    train.add_argument("--use-committed", action="store_true",
+                       help="recipes only: a stage whose run folder is gone is taken from its committed weights "
+                            "instead of being trained again")
 
     ft = sub.add_parser("finetune", help="FSDerain fine-tuning of a trained model (paired, or real rain with "
                                          "--unpaired)")
@@ -276,6 +280,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from derain.train import train_from_config
+    from derain.train.recipe import is_recipe, run_recipe
+    if is_recipe(args.config):
+        if args.resume:
+            raise DerainError("--resume is for one config; a recipe resumes its unfinished stage by itself")
+        last, finished = run_recipe(args.config, args.set, time_budget_minutes=args.time_budget,
+                                    use_committed=args.use_committed)
+        print(f"derain: {'all stages done' if finished else 'stopped'}; weights in {last}")
+        return 0
+    if args.use_committed:
+        raise DerainError("--use-committed is for recipes (a YAML file with a 'recipe:' list of stages)")
     last = train_from_config(args.config, args.set, time_budget_minutes=args.time_budget, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
         print(f"derain: weights in {last}")

@@ -8,7 +8,11 @@ Design (measured on a 2-core AVX-512 BF16 CPU, see docs/results.md):
 - re-parameterisable convolutions (:class:`RepConv3x3`): trained as 3x3 + 1x1 + identity branches, whose sum
   is folded into one 3x3 kernel. Without normalisation the branches are linear, so the fold is exact and is
   done on the fly in training too: the extra branches change the optimisation, not the cost;
-- global residual: the network predicts the rain layer and the output is ``input - rain``.
+- global residual: the network predicts the rain layer and the output is ``input - rain``;
+- an optional full-resolution level above the unshuffled trunk (``full_width > 0``): a thin encoder/decoder
+  pair at the input's resolution, joined to the trunk by a strided conv down and a pixel-shuffle up, adding its
+  own rain prediction. Its entry into the trunk and its head start at zero, so a trained network without it
+  can be *grown* into one with it and start from exactly the same function (see :func:`grown_state_dict`).
 
 :meth:`FastDerain.fold` turns every RepConv into a plain ``nn.Conv2d`` for deployment; the folded network
 gives the same output (to float rounding). Checkpoints hold the training (unfolded) form; loading a folded
@@ -103,10 +107,13 @@ class FastDerain(nn.Module):
 
     def __init__(self, in_channels: int = 3, widths: Sequence[int] = (48, 96, 192, 384),
                  enc_blocks: Sequence[int] = (1, 1, 1, 2), dec_blocks: Sequence[int] = (1, 1, 1),
-                 unshuffle: int = 2, rep: bool = False) -> None:
+                 unshuffle: int = 2, rep: bool = False, full_width: int = 0,
+                 full_blocks: Sequence[int] = (1, 1)) -> None:
         super().__init__()
         if len(enc_blocks) != len(widths) or len(dec_blocks) != len(widths) - 1:
             raise ValueError("enc_blocks needs one entry per width, dec_blocks one fewer")
+        if full_width and unshuffle < 2:
+            raise ValueError("full_width adds a level above an unshuffled trunk: it needs unshuffle >= 2")
         self.unshuffle = unshuffle
         self.stem = nn.Conv2d(in_channels * unshuffle ** 2, widths[0], 3, padding=1)
         self.encoders = nn.ModuleList(_stage(w, n, rep) for w, n in zip(widths, enc_blocks))
@@ -120,6 +127,22 @@ class FastDerain(nn.Module):
         # for a residual predictor whose input is already close to the target.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        self.full_width = full_width
+        if full_width:
+            enc, dec = full_blocks
+            self.full_stem = nn.Conv2d(in_channels, full_width, 3, padding=1)
+            self.full_encoder = _stage(full_width, enc, rep)
+            self.full_down = nn.Conv2d(full_width, widths[0], unshuffle, stride=unshuffle)
+            self.full_up = nn.Sequential(nn.Conv2d(widths[0], full_width * unshuffle ** 2, 1),
+                                         nn.PixelShuffle(unshuffle))
+            self.full_decoder = _stage(full_width, dec, rep)
+            self.full_head = nn.Conv2d(full_width, in_channels, 3, padding=1)
+            # Zero entry into the trunk and zero head: adding the level leaves the network's function unchanged.
+            for conv in (self.full_down, self.full_head):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+            # Full-resolution activations: measured 1,020 bytes per pixel in all at full_width 16 (float32).
+            self.bytes_per_pixel = 400 + 40 * full_width
         self.size_multiple = unshuffle * 2 ** (len(widths) - 1)
 
     # The body runs in the dtype of the weights and the image-level residual in the input's (derain.fastpath
@@ -132,6 +155,9 @@ class FastDerain(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp = x.to(self.stem.weight.dtype)
         feat = self.stem(F.pixel_unshuffle(inp, self.unshuffle)) if self.unshuffle > 1 else self.stem(inp)
+        if self.full_width:
+            full_skip = self.full_encoder(self.full_stem(inp))
+            feat = feat + self.full_down(full_skip)
         skips = []
         for i, enc in enumerate(self.encoders):
             feat = enc(feat)
@@ -143,11 +169,26 @@ class FastDerain(nn.Module):
         rain = self.head(feat)
         if self.unshuffle > 1:
             rain = F.pixel_shuffle(rain, self.unshuffle)
+        if self.full_width:
+            rain = rain + self.full_head(self.full_decoder(self.full_up(feat) + full_skip))
         return x - rain.to(x.dtype)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """Load the training (unfolded) form, or a folded one into an unfolded model (same function)."""
         return super().load_state_dict(unfolded_state_dict(dict(state_dict), self), strict=strict, assign=assign)
+
+    def grown_state_dict(self, source: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """``source`` (a trained network without the full-resolution level) completed with this network's own
+        initial full-resolution weights, and the names of the modules added.
+
+        The added level starts with a zero entry and a zero head, so the grown network computes exactly what
+        ``source`` computed; training then teaches the new level. Keys other than the level's must all be there.
+        """
+        own = self.state_dict()
+        source = unfolded_state_dict(dict(source), self)
+        added = [k for k in own if k not in source and k.startswith("full_")]
+        merged = {**source, **{k: own[k] for k in added}}
+        return merged, sorted({k.split(".")[0] for k in added})
 
     @torch.no_grad()
     def fold(self) -> "FastDerain":

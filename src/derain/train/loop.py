@@ -225,13 +225,18 @@ class Trainer:
         return [s for s in self._stages() if s.start <= step][-1]
 
     def _warm_start(self, path: str) -> None:
-        from derain.checkpoints import load_model
+        from derain.checkpoints import load_model, load_weights
 
         weights = weights_path_for(path)
         source, name = load_model(self.config.model.name, weights)
         if name != self.config.model.name:
             raise DerainError(f"warm_start {path} holds model {name!r}, the config trains {self.config.model.name!r}")
-        self.model.load_state_dict(source.state_dict())
+        state = source.state_dict()
+        if hasattr(self.model, "grown_state_dict"):  # e.g. FastDerain grown by a full-resolution level
+            state, added = self.model.grown_state_dict(state)
+            if added:
+                self.log(f"warm start adds new modules (starting at their initial values): {', '.join(added)}")
+        load_weights(self.model, state, what=f"warm_start {path}")
         if self.ema is not None:
             self.ema = EMA(self.model, self.config.ema_decay)
         self.log(f"warm start from {weights}")
