@@ -19,17 +19,19 @@ TINY = ["data.patch=32", "data.batch=2", "data.train_max_images=4", "data.val=nu
         "schedule.warmup_steps=2", "log_every=1", "checkpoint_every=100", "threads=2"]
 
 
-def write_recipe(tmp_path: Path, shared, steps: tuple[int, int] = (4, 3)) -> Path:
-    """Two stages: a tiny FastDerain, then the same network grown by a full-resolution level."""
+def write_recipe(tmp_path: Path, shared, steps: tuple[int, ...] = (4, 3), committed: int = 1) -> Path:
+    """A tiny FastDerain, then the same network grown by a full-resolution level (then more stages of it);
+    stage ``committed`` names committed weights."""
     stages = []
-    for i, (options, total) in enumerate(((TINY_MODEL, steps[0]), ({**TINY_MODEL, "full_width": 4}, steps[1])), 1):
+    options = [TINY_MODEL] + [{**TINY_MODEL, "full_width": 4}] * (len(steps) - 1)
+    for i, (options, total) in enumerate(zip(options, steps), 1):
         config = {"name": f"stage{i}", "out_dir": str(tmp_path / "runs"), "total_steps": total, "seed": i,
                   "model": {"name": "fastderain", "options": options},
                   "data": {"train": str(shared("data/rain100l-train"))}}
         path = tmp_path / f"stage{i}.yaml"
         path.write_text(yaml.safe_dump(config))
         stages.append({"config": str(path)})
-    stages[0]["weights"] = str(tmp_path / "committed" / "stage1.safetensors")
+    stages[committed - 1]["weights"] = str(tmp_path / "committed" / f"stage{committed}.safetensors")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"recipe": stages}))
     return recipe
@@ -81,6 +83,21 @@ def test_use_committed_replaces_a_stage_whose_run_is_gone(tmp_path, shared):
     shutil.rmtree(tmp_path / "runs")
     run_recipe(recipe, TINY, say=said.append)
     assert finished_step(load_config(tmp_path / "stage1.yaml", TINY)) == 4
+
+
+def test_use_committed_skips_the_stages_before_the_committed_one(tmp_path, shared):
+    recipe = write_recipe(tmp_path, shared, steps=(4, 3, 2), committed=2)
+    said: list[str] = []
+    with pytest.raises(DerainError, match="committed weights not found"):
+        run_recipe(recipe, TINY, use_committed=True, say=said.append)
+    run_recipe(recipe, TINY, say=said.append)
+    (tmp_path / "committed").mkdir()
+    shutil.copy(tmp_path / "runs" / "stage2" / "last.safetensors", tmp_path / "committed" / "stage2.safetensors")
+    shutil.rmtree(tmp_path / "runs")
+    said.clear()
+    _, finished = run_recipe(recipe, TINY, use_committed=True, say=said.append)
+    assert finished and "stage 1/3 (stage1): skipped" in said[0] and "committed weights" in said[1]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["stage3"]
 
 
 def test_every_stage_is_checked_before_training(tmp_path, shared):

@@ -10,8 +10,8 @@ A recipe file lists training configs; each stage warm-starts from the stage befo
 ``derain train RECIPE.yaml [--time-budget MIN]`` trains every stage whose run has not finished, resuming a
 stage whose run folder holds a state, and stops cleanly when the budget is spent: running the same command
 again continues where it stopped, so a schedule of several hours can be done across sessions. On a machine
-where earlier stages' run folders are gone, ``use_committed`` takes a stage's committed ``weights`` in place
-of training it again, and the next stage warm-starts from them.
+where earlier stages' run folders are gone, ``use_committed`` takes the last committed ``weights`` in place
+of training the stages up to it again, and the next stage warm-starts from them.
 """
 from __future__ import annotations
 
@@ -83,6 +83,11 @@ def run_recipe(path: str | Path, overrides: Iterable[str] = (), time_budget_minu
     overrides = list(overrides)
     stages = load_recipe(path)
     configs = [load_config(stage.config, overrides) for stage in stages]
+    # With use_committed, every stage up to the last one with committed weights is taken, not trained.
+    last_committed = max((i for i, stage in enumerate(stages, 1) if stage.weights), default=0) if use_committed else 0
+    for stage in stages[:last_committed]:
+        if stage.weights and not Path(stage.weights).is_file():
+            raise DerainError(f"recipe {path}: committed weights not found: {stage.weights}")
     started = time.monotonic()
     previous: Path | None = None
     trained_here = False
@@ -93,11 +98,12 @@ def run_recipe(path: str | Path, overrides: Iterable[str] = (), time_budget_minu
             previous = config.run_dir() / LAST
             say(f"{label}: done ({step} steps in {config.run_dir()})")
             continue
-        if step is None and use_committed and stage.weights:
-            if not Path(stage.weights).is_file():
-                raise DerainError(f"{label}: committed weights not found: {stage.weights}")
-            previous = Path(stage.weights)
-            say(f"{label}: taken from the committed weights {stage.weights}")
+        if step is None and number <= last_committed:
+            if stage.weights:
+                previous = Path(stage.weights)
+                say(f"{label}: taken from the committed weights {stage.weights}")
+            else:
+                say(f"{label}: skipped, a later stage's committed weights stand in for it")
             continue
         if previous is not None:  # the stage warm-starts from what the stage before it produced
             config.warm_start = str(previous)
