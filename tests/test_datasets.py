@@ -68,3 +68,27 @@ def test_no_pairs_is_one_line_error(tmp_path):
         load_pairs(tmp_path)
     with pytest.raises(DerainError, match="not found"):
         load_pairs(tmp_path / "missing")
+
+
+def test_flips_keep_vertical_streaks_vertical(shared):
+    """augment 'flips' draws only the 4 transforms that map a vertical line to a vertical line."""
+    image = load_pairs(shared("data/rain100l-train"), limit=1)[0][1]
+    patch = 64
+    crop = image[:patch, :patch]
+    streak = np.zeros((patch, patch, 3), dtype=np.uint8)
+    streak[:, 10] = 255  # one vertical streak
+    sampler = PairedPatches([("streak", streak, crop)], seed=3, augment="flips")
+    seen = set()
+    for _ in range(64):
+        x, y = sampler.sample(1, patch)
+        column_sums = x[0, 0].sum(dim=0)
+        assert float(column_sums.max()) == patch  # still a full vertical line
+        matches = [k for k in range(8) if np.array_equal(
+            (y[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), dihedral(crop, k))]
+        seen.update(matches)
+    assert seen == {0, 2, 4, 6}
+    everything = PairedPatches([("streak", streak, crop)], seed=3)
+    turned = [float(everything.sample(1, patch)[0][0, 0].sum(dim=1).max()) == patch for _ in range(64)]
+    assert any(turned)  # the default (all 8) also turns the streak horizontal
+    with pytest.raises(DerainError, match="augment must be one of"):
+        PairedPatches([("streak", streak, crop)], augment="rotate")

@@ -61,7 +61,7 @@ class TrainBatches:
         real = None
         if data.synth_ratio < 1.0:
             assert data.train is not None  # validate() guarantees it
-            real = PairedPatches(load_pairs(data.train, data.train_max_images), seed=seed)
+            real = PairedPatches(load_pairs(data.train, data.train_max_images), seed=seed, augment=data.augment)
         clean = None
         if data.synth_ratio > 0:
             assert data.synth_clean is not None

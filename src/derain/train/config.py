@@ -15,6 +15,7 @@ from typing import Any, Union
 
 import yaml
 
+from derain.data.datasets import AUGMENTATIONS
 from derain.data.tasks import TASKS
 from derain.errors import DerainError
 
@@ -59,6 +60,9 @@ class DataConfig:
     synth_ratio: float = 0.0
     synth_clean: str | None = None  # e.g. ../shared/data/clean
     synth_preset: str = "light"
+    # Transforms of the real training patches: "dihedral" (all 8 flips and quarter turns), "flips" (the 4
+    # that keep vertical rain streaks vertical) or "none" (see derain.data.datasets.AUGMENTATIONS).
+    augment: str = "dihedral"
     # All-in-one training: patches of these tasks in balanced rounds (derain.data.tasks.TaskBatches), rain
     # from ``train`` (plus ``synth_ratio`` synthetic), the other tasks synthesised from ``task_clean``.
     tasks: list[str] = field(default_factory=list)
@@ -282,6 +286,8 @@ def validate(config: TrainConfig) -> None:
          "val_every, checkpoint_every and log_every must be positive"),
         (bool(config.loss), "loss needs at least one term"),
         (0.0 <= config.data.synth_ratio <= 1.0, "data.synth_ratio must be in [0, 1]"),
+        (config.data.augment in AUGMENTATIONS,
+         f"data.augment must be one of {', '.join(AUGMENTATIONS)}, not {config.data.augment!r}"),
         (all(t in TASKS for t in config.data.tasks),
          f"data.tasks must be among {', '.join(TASKS)}, not {config.data.tasks}"),
         (not config.data.tasks or config.data.synth_ratio == 0.0 or bool(config.data.train),
