@@ -299,6 +299,21 @@ def test_time_budget_stops_at_a_checkpoint_then_auto_resume_finishes(tmp_path, s
     assert _states(last)["step"] == 6
 
 
+def test_stop_step_ends_the_run_early_on_the_full_schedule(tmp_path, shared):
+    """stop_step reproduces a run that a time budget stopped: the weights of the longer schedule at that step."""
+    path = str(write_config(tmp_path, shared))
+    stopped = _states(train_from_config(path, [*TINY, "stop_step=4", "name=stopped"]))
+    assert stopped["step"] == 4
+    log = (tmp_path / "runs" / "stopped" / "train.log").read_text()
+    assert "finished 4 steps (stop_step; the schedule runs to 6)" in log
+    trainer = Trainer(load_config(path, [*TINY, "name=cut"]))
+    trainer.fit(stop_at=4)
+    cut = _states(tmp_path / "runs" / "cut" / "last.safetensors")
+    assert all(_same(stopped[key], cut[key]) for key in ("model", "optimizer", "ema", "schedule"))
+    with pytest.raises(DerainError, match="stop_step must be between 1 and total_steps"):
+        load_config(path, [*TINY, "stop_step=7"])
+
+
 def test_validation_scores_real_pairs(tmp_path, shared):
     path = str(write_config(tmp_path, shared))
     val = str(shared("data/rain100l"))

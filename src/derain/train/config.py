@@ -128,7 +128,10 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: list[LossTerm] = field(default_factory=lambda: [LossTerm()])
-    total_steps: int = 10000
+    total_steps: int = 10000  # the schedule's length
+    # End the run at this step although the schedule runs to total_steps: how a recipe reproduces a recorded
+    # run that a time budget stopped early. None = total_steps.
+    stop_step: int | None = None
     seed: int = 0
     precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 where the processor supports it)
     device: str = "cpu"
@@ -141,6 +144,11 @@ class TrainConfig:
     warm_start: str | None = None  # initial weights: a checkpoint or a run folder (e.g. stage 1's)
     time_budget_minutes: float | None = None
     tensorboard: bool = False  # also log to <run>/tensorboard (needs the tensorboard package)
+
+    @property
+    def end_step(self) -> int:
+        """The step at which the run is finished: ``stop_step`` where set, else ``total_steps``."""
+        return self.stop_step if self.stop_step is not None else self.total_steps
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
@@ -275,6 +283,8 @@ def validate(config: TrainConfig) -> None:
     """Value checks that the types alone do not express."""
     checks = [
         (config.total_steps > 0, "total_steps must be positive"),
+        (config.stop_step is None or 0 < config.stop_step <= config.total_steps,
+         "stop_step must be between 1 and total_steps"),
         (config.data.patch > 0 and config.data.batch > 0, "data.patch and data.batch must be positive"),
         (config.optim.name in ("adam", "adamw"), f"optim.name must be adam or adamw, not {config.optim.name!r}"),
         (config.optim.lr > 0, "optim.lr must be positive"),

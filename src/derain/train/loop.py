@@ -419,7 +419,8 @@ class Trainer:
         return total, parts, lr
 
     def fit(self, stop_at: int | None = None) -> Path:
-        """Train until ``total_steps`` or the time budget; returns the ``last.safetensors`` path.
+        """Train until ``end_step`` (``stop_step``, else ``total_steps``) or the time budget; returns the
+        ``last.safetensors`` path.
 
         ``stop_at`` stops (with a checkpoint) after that step, as a time budget would, but deterministically.
         """
@@ -428,32 +429,32 @@ class Trainer:
         stage = self._stage_at(self.step)
         world = self.dist.world_size
         self.log(f"training {cfg.model.name} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M params) "
-                 f"on {self.batches.describe()}, steps {self.step}->{cfg.total_steps}, "
+                 f"on {self.batches.describe()}, steps {self.step}->{cfg.end_step}, "
                  f"batch {stage.batch} x {world} process(es) x {cfg.optim.accumulate} accumulated "
                  f"= {stage.batch * world * cfg.optim.accumulate}, "
                  f"precision {'bf16' if self.dtype else 'fp32'}, threads {torch.get_num_threads()}"
                  + (f", time budget {cfg.time_budget_minutes:g} min" if budget else ""))
         self.model.train()
-        bar = tqdm(total=cfg.total_steps, initial=self.step, disable=None if self.is_main else True,
+        bar = tqdm(total=cfg.end_step, initial=self.step, disable=None if self.is_main else True,
                    dynamic_ncols=True, desc="train")
         loop_start, loop_start_step = time.monotonic(), self.step
         running = None
         stopped_early = False
-        while self.step < cfg.total_steps:
+        while self.step < cfg.end_step:
             loss, parts, lr = self.train_step()
             running = loss if running is None else 0.98 * running + 0.02 * loss
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
             per_step = (time.monotonic() - loop_start) / (self.step - loop_start_step)
             if self.step % cfg.log_every == 0:
-                eta = per_step * (cfg.total_steps - self.step)
+                eta = per_step * (cfg.end_step - self.step)
                 terms = " ".join(f"{k} {v:.4f}" for k, v in parts.items()) if len(parts) > 1 else ""
                 self.log(f"step {self.step}/{cfg.total_steps} loss {running:.5f} {terms} lr {lr:.3e} "
                          f"{per_step * 1000:.0f} ms/step ETA {eta / 60:.1f} min".replace("  ", " "))
                 if self.tb is not None:
                     self.tb.add_scalar("train/loss", running, self.step)
                     self.tb.add_scalar("train/lr", lr, self.step)
-            done = self.step >= cfg.total_steps
+            done = self.step >= cfg.end_step
             out_of_time = budget is not None and time.monotonic() - self.started + per_step > budget
             if budget is not None:  # clocks differ between processes: rank 0 decides for all
                 out_of_time = bool(distributed.broadcast_object(out_of_time))
@@ -471,9 +472,10 @@ class Trainer:
         if self.saved_step != self.step:  # nothing to train (already at total_steps): still hand back weights
             self.save()
         if stopped_early:
-            self.log(f"stopped at step {self.step}/{cfg.total_steps}; continue with --resume {self.run_dir}")
+            self.log(f"stopped at step {self.step}/{cfg.end_step}; continue with --resume {self.run_dir}")
         else:
-            self.log(f"finished {cfg.total_steps} steps; weights in {last}")
+            end = f" (stop_step; the schedule runs to {cfg.total_steps})" if cfg.end_step < cfg.total_steps else ""
+            self.log(f"finished {cfg.end_step} steps{end}; weights in {last}")
         return last
 
 

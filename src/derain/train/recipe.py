@@ -94,7 +94,7 @@ def run_recipe(path: str | Path, overrides: Iterable[str] = (), time_budget_minu
     for number, (stage, config) in enumerate(zip(stages, configs), 1):
         label = f"recipe stage {number}/{len(stages)} ({config.name})"
         step = finished_step(config)
-        if step is not None and step >= config.total_steps:
+        if step is not None and step >= config.end_step:
             previous = config.run_dir() / LAST
             say(f"{label}: done ({step} steps in {config.run_dir()})")
             continue
@@ -120,8 +120,8 @@ def run_recipe(path: str | Path, overrides: Iterable[str] = (), time_budget_minu
         trained_here = True
         try:
             previous = trainer.fit()
-            if trainer.step < config.total_steps:
-                say(f"{label}: stopped at step {trainer.step}/{config.total_steps}; "
+            if trainer.step < config.end_step:
+                say(f"{label}: stopped at step {trainer.step}/{config.end_step}; "
                     "run the same command again to continue")
                 return previous, False
         finally:
