@@ -5,7 +5,7 @@ A recipe file lists training configs; each stage warm-starts from the stage befo
     recipe:
       - config: configs/fastderain_rain100l.yaml
       - config: configs/fastderain_rain100l_stage2.yaml
-        weights: weights/fastderain_rain100l_stage2.safetensors   # the committed result of this stage
+        weights: src/derain/weights/default.safetensors   # the committed result of this stage
 
 ``derain train RECIPE.yaml [--time-budget MIN]`` trains every stage whose run has not finished, resuming a
 stage whose run folder holds a state, and stops cleanly when the budget is spent: running the same command
