@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue exactly from a run: its folder, last.safetensors or last.state.pt; "
                             "'auto': the config's own run folder when it holds a state")
     train.add_argument("--use-committed", action="store_true",
-                       help="recipes only: a stage whose run folder is gone is taken from its committed weights "
-                            "instead of being trained again")
+                       help="recipes only: the stages up to the last one with committed weights are taken from those "
+                            "weights where their run folders are gone, instead of being trained again")
 
     ft = sub.add_parser("finetune", help="FSDerain fine-tuning of a trained model (paired, or real rain with "
                                          "--unpaired)")
