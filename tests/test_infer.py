@@ -9,8 +9,10 @@ from torch import nn
 
 from derain.errors import DerainError
 from derain.models import build
-from derain.infer import (InferenceOptions, autocast_dtype, count_tiles, ensemble_forward, pad_to_multiple,
-                          resolve_device, restore, tile_starts)
+from derain.data.datasets import dihedral
+from derain.infer import (ENSEMBLES, InferenceOptions, autocast_dtype, count_tiles, dihedral_tensor,
+                          ensemble_forward, pad_to_multiple, resolve_device, restore, tile_starts,
+                          undo_dihedral_tensor)
 
 
 class LocalConvNet(nn.Module):
@@ -113,9 +115,43 @@ def test_ensemble_of_equivariant_model_is_identity_and_of_biased_model_averages(
     torch.testing.assert_close(out, torch.full((1, 3, 8, 8), 0.5))
 
 
+def test_tensor_dihedral_matches_the_training_augmentation_and_inverts():
+    x = torch.rand(1, 3, 6, 10)
+    for k in range(8):
+        t = dihedral_tensor(x, k)
+        expected = dihedral(x[0].permute(1, 2, 0).numpy(), k)  # what training patches get for the same k
+        np.testing.assert_array_equal(t[0].permute(1, 2, 0).numpy(), expected)
+        torch.testing.assert_close(undo_dihedral_tensor(t, k), x)
+
+
+def test_named_ensembles_average_their_transforms_only():
+    # A model that adds a horizontal ramp: every upright transform either keeps the ramp or mirrors it, so
+    # hflip and flips average it to its mean along x; the quarter turns of dihedral move it to the y axis.
+    def ramp(t: torch.Tensor) -> torch.Tensor:
+        return t + torch.linspace(0, 1, t.shape[-1])
+    x = torch.zeros(1, 1, 4, 4)
+    torch.testing.assert_close(ensemble_forward(ramp, "none")(x), ramp(x))
+    torch.testing.assert_close(ensemble_forward(ramp, "hflip")(x), torch.full_like(x, 0.5))
+    torch.testing.assert_close(ensemble_forward(ramp, "flips")(x), torch.full_like(x, 0.5))
+    calls = []
+    ensemble_forward(lambda t: calls.append(1) or t, "flips")(x)
+    assert len(calls) == len(ENSEMBLES["flips"]) == 4
+    # A vertical ramp survives the upright ensembles: none of them turns rows into columns.
+    def vramp(t: torch.Tensor) -> torch.Tensor:
+        return t + torch.linspace(0, 1, t.shape[-2]).view(-1, 1)
+    y = ensemble_forward(vramp, "hflip")(x)
+    torch.testing.assert_close(y, vramp(x))
+
+
+def test_unknown_ensemble_is_one_clear_error(rainy):
+    with pytest.raises(DerainError, match="ensemble must be one of none, hflip, flips, dihedral"):
+        restore(LocalConvNet(), rainy[..., :16, :16], 8, InferenceOptions(ensemble="x4"))
+
+
 def test_ensemble_restore_keeps_size(rainy):
-    y = restore(LocalConvNet(), rainy[..., :40, :56], 8, InferenceOptions(ensemble=True))
-    assert y.shape == (1, 3, 40, 56)
+    for ensemble in (True, "hflip", "flips"):
+        y = restore(LocalConvNet(), rainy[..., :40, :56], 8, InferenceOptions(ensemble=ensemble))
+        assert y.shape == (1, 3, 40, 56)
 
 
 def test_precision_choices():

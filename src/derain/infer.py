@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from derain.data.datasets import AUGMENTATIONS
 from derain.errors import DerainError
 from derain.hardware import available_memory_bytes
 from derain.precision import autocast_context
@@ -32,7 +33,8 @@ class InferenceOptions:
     (:func:`auto_tile`); images with more than ``tile_threshold`` pixels are
     processed in overlapping tiles of this size, blended with smooth weights (memory stays bounded by the
     tile, not the photo). ``tile_overlap`` should cover the network's receptive field for tiled and whole
-    results to agree. ``ensemble`` averages the 8 flips/rotations (x8 self-ensemble, 8x the time). ``fast``
+    results to agree. ``ensemble`` names a self-ensemble of :data:`ENSEMBLES` (``True``: ``dihedral``, the 8
+    flips/rotations, 8x the time; ``False``: ``none``). ``fast``
     runs the fast path of :mod:`derain.fastpath` (same function, bf16 where native, channels-last, folded
     layers); ``compile`` adds ``torch.compile`` to it. ``tile_batch`` tiles run in one call (None: 4 on
     GPUs, where it keeps the device busy, 1 on the CPU, where it does not pay).
@@ -41,7 +43,7 @@ class InferenceOptions:
     tile: int | None = None
     tile_overlap: int = 64
     tile_threshold: int = 1024 * 1024
-    ensemble: bool = False
+    ensemble: bool | str = False
     precision: str = "auto"
     fast: bool = True
     compile: bool = False
@@ -105,22 +107,46 @@ def padded_forward(model: nn.Module, multiple: int, device: torch.device,
     return forward
 
 
-# The 8 elements of the dihedral group as (number of 90-degree rotations, horizontal flip).
-_DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
+# Self-ensembles: which transforms of the dihedral group to average, as the indices k of
+# :func:`derain.data.datasets.dihedral` (k % 4 quarter turns, after a horizontal flip when k >= 4). The
+# upright ones ("hflip", "flips") keep near-vertical rain near vertical, so a network trained with
+# ``data.augment: flips`` sees nothing it was not trained on, at a quarter or half of the x8 cost.
+ENSEMBLES: dict[str, tuple[int, ...]] = {"none": (0,), "hflip": (0, 4), "flips": AUGMENTATIONS["flips"],
+                                         "dihedral": AUGMENTATIONS["dihedral"]}
 
 
-def ensemble_forward(forward: Forward) -> Forward:
-    """x8 self-ensemble: average ``forward`` over the 8 flips/rotations, each mapped back."""
+def ensemble_name(ensemble: bool | str) -> str:
+    """The :data:`ENSEMBLES` key ``ensemble`` stands for (``True`` is ``dihedral``, ``False`` is ``none``)."""
+    if isinstance(ensemble, bool):
+        return "dihedral" if ensemble else "none"
+    if ensemble not in ENSEMBLES:
+        raise DerainError(f"ensemble must be one of {', '.join(ENSEMBLES)}, not {ensemble!r}")
+    return ensemble
+
+
+def dihedral_tensor(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Element ``k`` of the dihedral group on the last two dimensions (as :func:`derain.data.datasets.dihedral`)."""
+    if k >= 4:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, k % 4, dims=(-2, -1))
+
+
+def undo_dihedral_tensor(y: torch.Tensor, k: int) -> torch.Tensor:
+    """The inverse of :func:`dihedral_tensor` for the same ``k``."""
+    y = torch.rot90(y, -(k % 4), dims=(-2, -1))
+    return torch.flip(y, dims=(-1,)) if k >= 4 else y
+
+
+def ensemble_forward(forward: Forward, ensemble: bool | str = "dihedral") -> Forward:
+    """Self-ensemble: average ``forward`` over the transforms of ``ensemble``, each mapped back."""
+    transforms = ENSEMBLES[ensemble_name(ensemble)]
 
     def wrapped(x: torch.Tensor) -> torch.Tensor:
         total = None
-        for k, flip in _DIHEDRAL:
-            t = torch.flip(x, dims=(-1,)) if flip else x
-            y = forward(torch.rot90(t, k, dims=(-2, -1)))
-            y = torch.rot90(y, -k, dims=(-2, -1))
-            y = torch.flip(y, dims=(-1,)) if flip else y
+        for k in transforms:
+            y = undo_dihedral_tensor(forward(dihedral_tensor(x, k)), k)
             total = y if total is None else total + y
-        return total / len(_DIHEDRAL)
+        return total / len(transforms)
 
     return wrapped
 
@@ -318,7 +344,7 @@ def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: 
             device: torch.device | None = None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Restore ``image`` (1 x C x H x W, float in [0, 1]) with ``model``; returns a CPU float32 tensor in [0, 1].
 
-    Pads to ``size_multiple`` (reflect) and crops back, tiles large images, and optionally runs the x8
+    Pads to ``size_multiple`` (reflect) and crops back, tiles large images, and optionally runs a
     self-ensemble, all under the requested precision. A plain ``nn.Module`` is prepared for the fast path
     (or the reference path) of ``options`` on each call; pass a :class:`PreparedModel` to prepare once.
     """
@@ -329,8 +355,8 @@ def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: 
         raise DerainError(f"tile size {options.tile} must be a multiple of {size_multiple} for this model")
     model = prepare_for(model, options, device)
     forward = padded_forward(model, size_multiple, device, None)  # the prepared model handles precision
-    if options.ensemble:
-        forward = ensemble_forward(forward)
+    if ensemble_name(options.ensemble) != "none":
+        forward = ensemble_forward(forward, options.ensemble)
     h, w = image.shape[-2:]
     if not needs_tiling(h, w, options):
         y = forward(image).cpu()
