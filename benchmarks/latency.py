@@ -1,12 +1,13 @@
 """CPU latency of one Rain100L-size image (481x321) through the Python API, per inference path.
 
-    python benchmarks/latency.py [--weights CKPT] [--model NAME] [--runs 20] [--threads N]
+    python benchmarks/latency.py [--weights CKPT] [--model NAME] [--runs 20] [--threads N] [--ensemble NAME]
 
 Uses the bundled default model unless ``--weights`` is given. Calls ``derain.derain`` exactly as a user would
 (numpy image in, numpy image out: padding, precision and cropping included), after two warm-up calls, and
 prints the median and best of ``--runs`` calls for the reference path, the fast path in float32 and in its
 automatic precision (preparing the model on every call, as ``derain.derain`` does by default, and prepared
-once with ``derain.prepare``).
+once with ``derain.prepare``). ``--ensemble`` adds a self-ensemble (``hflip``, ``flips``, ``dihedral``) to
+every path.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def main() -> int:
     parser.add_argument("--image", type=Path, default=IMAGE)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--ensemble", default="none", choices=("none", "hflip", "flips", "dihedral"))
     args = parser.parse_args()
     if not args.image.is_file():
         sys.exit(f"benchmark needs {args.image} (../shared/data/rain100l beside the project); pass --image")
@@ -53,12 +55,13 @@ def main() -> int:
     pixels = read_image(args.image).pixels
     h, w = pixels.shape[:2]
     print(f"model {name}, image {args.image.name} {w}x{h}, {cpu_name()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}, ensemble {args.ensemble}")
     paths = [("reference path, fp32 (--no-fast)", model, dict(fast=False, precision="fp32")),
              ("fast path, fp32", model, dict(precision="fp32")),
              ("fast path, auto precision (the default)", model, {}),
              ("fast path, auto, prepared once (derain.prepare)", derain.prepare(model), {})]
     for label, net, options in paths:
+        options = dict(options, ensemble=args.ensemble)
         for _ in range(2):
             derain.derain(pixels, net, name, **options)
         times = []
