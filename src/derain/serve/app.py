@@ -311,4 +311,5 @@ def serve(config: ServeConfig) -> int:
         say("derain: stopped")
     finally:
         server.server_close()
+        server.jobs.stop()  # let the worker leave torch before the interpreter tears down under it
     return 0
