@@ -23,6 +23,7 @@ import torch
 
 import derain
 from derain.imageio import read_image
+from derain.infer import ENSEMBLES
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT.parent / "shared" / "data" / "rain100l" / "rainy" / "rain-001.png"
@@ -45,7 +46,7 @@ def main() -> int:
     parser.add_argument("--image", type=Path, default=IMAGE)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--ensemble", default="none", choices=("none", "hflip", "flips", "dihedral"))
+    parser.add_argument("--ensemble", default="none", choices=tuple(ENSEMBLES))
     args = parser.parse_args()
     if not args.image.is_file():
         sys.exit(f"benchmark needs {args.image} (../shared/data/rain100l beside the project); pass --image")
