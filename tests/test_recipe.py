@@ -11,6 +11,7 @@ import yaml
 from derain.checkpoints import load_model
 from derain.cli import main
 from derain.errors import DerainError
+from derain.models import build
 from derain.train.recipe import finished_step, load_recipe, run_recipe
 from derain.train.config import load_config
 
@@ -132,9 +133,16 @@ def test_bad_recipes_are_one_line_errors(tmp_path, shared, capsys):
 def test_the_default_model_recipe_names_existing_configs_and_weights():
     root = Path(__file__).resolve().parents[1]
     stages = load_recipe(root / "configs" / "default_model.yaml")
-    assert [Path(s.config).name for s in stages][0] == "fastderain_rain100l.yaml"
+    assert [Path(s.config).name for s in stages][0] == "fullres_rain100l.yaml"
     for stage in stages:
         assert (root / stage.config).is_file()
         if stage.weights:
             model, name = load_model(None, root / stage.weights)
             assert name == "fastderain" and isinstance(model, torch.nn.Module)
+            # The committed weights are this stage's network: same options, hence the same parameter shapes.
+            trained = load_config(root / stage.config).model
+            reference = build(trained.name, **trained.options).state_dict()
+            assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.items()}
+    # The earlier half-resolution recipe stays reproducible; its stages still exist.
+    old = load_recipe(root / "configs" / "halfres_model.yaml")
+    assert all((root / stage.config).is_file() and stage.weights is None for stage in old)
