@@ -79,22 +79,28 @@ def test_short_form_and_tiling_agree_with_the_api(rainy_dir, tiny_checkpoint, tm
     assert np.abs(np.rint(api * 255) - written).max() <= 1
 
 
-def test_named_ensemble_from_the_cli_is_the_api_one(rainy_dir, tiny_checkpoint, tmp_path, capsys):
+# A bare --ensemble is the upright "flips" (quarter turns would show an upright-trained model horizontal rain).
+@pytest.mark.parametrize("flag, ensemble", [(("--ensemble", "hflip"), "hflip"), (("--ensemble",), "flips")])
+def test_named_ensemble_from_the_cli_is_the_api_one(rainy_dir, tiny_checkpoint, tmp_path, capsys, flag, ensemble):
     out = tmp_path / "out"
     code, _, err = run_cli("run", rainy_dir / "rain-001.png", "-o", out, "--weights", tiny_checkpoint,
-                           "--ensemble", "hflip", "-q", capsys=capsys)
+                           *flag, "-q", capsys=capsys)
     assert code == 0, err
     written = np.asarray(Image.open(out / "rain-001.png")).astype(np.float64)
     import derain
     from derain.imageio import read_image
     model, name = derain.load_model(None, tiny_checkpoint)
     pixels = read_image(rainy_dir / "rain-001.png").pixels
-    hflip = np.rint(derain.derain(pixels, model, name, ensemble="hflip") * 255)
+    expected = np.rint(derain.derain(pixels, model, name, ensemble=ensemble) * 255)
     plain = np.rint(derain.derain(pixels, model, name) * 255)
-    assert np.abs(hflip - written).max() <= 1
+    assert np.abs(expected - written).max() <= 1
     # The tiny network is near the identity, so the ensemble moves few pixels, but the file holds its result:
     # the option reached the network.
-    assert np.mean(hflip == written) > np.mean(plain == written)
+    assert np.mean(expected == written) > np.mean(plain == written)
+    for other in ("hflip", "flips", "dihedral"):  # and it was this ensemble, not another one
+        if other != ensemble:
+            result = np.rint(derain.derain(pixels, model, name, ensemble=other) * 255)
+            assert np.mean(expected == written) > np.mean(result == written), other
 
 
 def test_shards_split_a_folder(rainy_dir, tiny_checkpoint, tmp_path, capsys):
