@@ -265,7 +265,10 @@ def test_a_failed_photo_shows_its_message_and_the_queue_goes_on(shared):
 
 # --- the command line ---------------------------------------------------------------------------------------
 def test_derain_serve_command_serves_the_page_until_interrupted():
+    # A shell runs background jobs with SIGINT ignored and children inherit that (then Ctrl+C never arrives):
+    # give the server the default disposition a terminal user's Ctrl+C meets.
     proc = subprocess.Popen([sys.executable, "-m", "derain.cli", "serve", "--port", "0", "--max-upload-mb", "5"],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
