@@ -108,7 +108,7 @@ def test_ensemble_of_equivariant_model_is_identity_and_of_biased_model_averages(
     x = torch.rand(1, 3, 16, 24)
     torch.testing.assert_close(ensemble_forward(lambda t: t)(x), x)
     # A model that adds a horizontal ramp is not flip-invariant: the ensemble averages the ramp away to
-    # its mean, which is what x8 self-ensemble is supposed to do.
+    # its mean, which is what a self-ensemble is supposed to do.
     def ramp(t: torch.Tensor) -> torch.Tensor:
         return t + torch.linspace(0, 1, t.shape[-1])
     out = ensemble_forward(ramp)(torch.zeros(1, 3, 8, 8))
@@ -141,6 +141,14 @@ def test_named_ensembles_average_their_transforms_only():
         return t + torch.linspace(0, 1, t.shape[-2]).view(-1, 1)
     y = ensemble_forward(vramp, "hflip")(x)
     torch.testing.assert_close(y, vramp(x))
+    # The unnamed ensemble (True, as a bare --ensemble) is the upright one: 4 passes, none of them turned a
+    # tall image on its side (the quarter turns of dihedral do).
+    def shapes_seen(ensemble: bool | str) -> list[tuple[int, ...]]:
+        seen: list[tuple[int, ...]] = []
+        ensemble_forward(lambda t: seen.append(tuple(t.shape)) or t, ensemble)(torch.zeros(1, 1, 6, 4))
+        return seen
+    assert shapes_seen(True) == [(1, 1, 6, 4)] * 4
+    assert (1, 1, 4, 6) in shapes_seen("dihedral")
 
 
 def test_unknown_ensemble_is_one_clear_error(rainy):
