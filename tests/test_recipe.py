@@ -134,6 +134,10 @@ def test_the_default_model_recipe_names_existing_configs_and_weights():
     root = Path(__file__).resolve().parents[1]
     stages = load_recipe(root / "configs" / "default_model.yaml")
     assert [Path(s.config).name for s in stages][0] == "fullres_rain100l.yaml"
+    configs = [load_config(root / stage.config) for stage in stages]
+    # Run alone, each later stage warm-starts from the run folder of the stage before it, as the recipe does.
+    for before, after in zip(configs, configs[1:]):
+        assert Path(after.warm_start) == before.run_dir()
     for stage in stages:
         assert (root / stage.config).is_file()
         if stage.weights:
