@@ -136,6 +136,9 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 where the processor supports it)
     device: str = "cpu"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    # auto | channels_last | contiguous. auto: channels-last for networks that declare they train faster in it
+    # (FastDerain: 253 vs 312 ms per bf16 step, 386 vs 488 in float32, 96x96 x 8, 2 threads, docs/results.md).
+    memory_format: str = "auto"
     ema_decay: float = 0.0  # 0 disables the EMA of weights
     val_every: int = 1000
     checkpoint_every: int = 500
@@ -292,6 +295,8 @@ def validate(config: TrainConfig) -> None:
         (config.optim.accumulate >= 1, "optim.accumulate must be at least 1"),
         (0.0 <= config.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
         (config.precision in ("auto", "bf16", "fp32"), f"precision must be auto, bf16 or fp32, not {config.precision!r}"),
+        (config.memory_format in ("auto", "channels_last", "contiguous"),
+         f"memory_format must be auto, channels_last or contiguous, not {config.memory_format!r}"),
         (config.val_every > 0 and config.checkpoint_every > 0 and config.log_every > 0,
          "val_every, checkpoint_every and log_every must be positive"),
         (bool(config.loss), "loss needs at least one term"),

@@ -65,6 +65,13 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cpu_supports_bf16() else None
 
 
+def uses_channels_last(memory_format: str, model: torch.nn.Module) -> bool:
+    """Whether training keeps ``model`` and its batches channels-last under ``memory_format``."""
+    if memory_format == "auto":
+        return bool(getattr(model, "trains_faster_channels_last", False))
+    return memory_format == "channels_last"
+
+
 def state_path_for(checkpoint: str | Path) -> Path:
     """The resume state of a run: from its folder, ``last.safetensors``, ``last.pt`` (runs written before
     safetensors) or the ``last.state.pt`` itself."""
@@ -154,6 +161,9 @@ class Trainer:
         self.model_config = {**self.spec.default_config, **config.model.options}
         self._seed(config.seed)  # the same seed on every rank: identical initial weights everywhere
         self.model = build(config.model.name, **config.model.options).to(self.device)
+        self.memory_format = (torch.channels_last if uses_channels_last(config.memory_format, self.model)
+                              else torch.contiguous_format)
+        self.model = self.model.to(memory_format=self.memory_format)
 
         # Each rank draws its own patches (and synthetic rain): its samplers are seeded with seed + rank.
         self.batches = make_batches(config.data, seed=config.seed + self.dist.rank)
@@ -389,7 +399,7 @@ class Trainer:
         total, parts = 0.0, {}
         for i in range(cfg.optim.accumulate):
             sample = self.batches.sample(stage.batch, stage.patch)  # (input, target[, task]) patches
-            x, y = sample[0].to(self.device), sample[1].to(self.device)
+            x, y = (t.to(self.device).contiguous(memory_format=self.memory_format) for t in sample[:2])
             task = sample[2].to(self.device) if len(sample) > 2 else None
             # Under DDP, gradients are all-reduced only on the last micro-batch (no_sync skips the others).
             last_micro = i == cfg.optim.accumulate - 1
@@ -432,7 +442,9 @@ class Trainer:
                  f"on {self.batches.describe()}, steps {self.step}->{cfg.end_step}, "
                  f"batch {stage.batch} x {world} process(es) x {cfg.optim.accumulate} accumulated "
                  f"= {stage.batch * world * cfg.optim.accumulate}, "
-                 f"precision {'bf16' if self.dtype else 'fp32'}, threads {torch.get_num_threads()}"
+                 f"precision {'bf16' if self.dtype else 'fp32'}"
+                 f"{', channels-last' if self.memory_format == torch.channels_last else ''}, "
+                 f"threads {torch.get_num_threads()}"
                  + (f", time budget {cfg.time_budget_minutes:g} min" if budget else ""))
         self.model.train()
         bar = tqdm(total=cfg.end_step, initial=self.step, disable=None if self.is_main else True,
