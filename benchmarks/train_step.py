@@ -1,12 +1,15 @@
 """Time one training step (AdamW, L1) and one inference for model configs.
 
     python benchmarks/train_step.py [--patch 96] [--batch 8] [--steps 20] \
-        --config '{"widths": [32, 64, 128, 256], "unshuffle": 1}' [--config ...]
+        --config '{"widths": [32, 64, 128, 256], "unshuffle": 1}' [--config ...] \
+        [--memory-format contiguous|channels_last] [--fp32]
 
 Each ``--config`` is a JSON object of keyword options for ``derain.models.build(--model, **options)``.
 Prints parameters, median milliseconds per training step (after warm-up; under bf16 autocast where the CPU has
 native bf16, as ``precision: auto`` trains, else float32) and median milliseconds of one inference on a 481x321
 image padded to the model's size multiple, in float32 and, where the CPU has native bf16, under bf16 autocast.
+``--memory-format`` holds the model and the batch in that layout for the training step (as the config key
+``memory_format`` does in ``derain train``); ``--fp32`` times the training step in float32 even where bf16 is native.
 Used to choose the default model's architecture (docs/results.md); run it while nothing else runs.
 """
 from __future__ import annotations
@@ -41,26 +44,30 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--memory-format", choices=("contiguous", "channels_last"), default="contiguous")
+    parser.add_argument("--fp32", action="store_true", help="train in float32 even where bf16 is native")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     bf16 = cpu_supports_bf16()
-    train_precision = "bf16" if bf16 else "fp32"
+    train_bf16 = bf16 and not args.fp32
+    train_precision = "bf16" if train_bf16 else "fp32"
+    layout = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
     print(f"{args.model}: patch {args.patch}, batch {args.batch}, {torch.get_num_threads()} threads, "
-          f"native bf16: {bf16}")
+          f"native bf16: {bf16}, training {args.memory_format}")
     print(f"| options | params | train step {train_precision} (ms) | infer fp32 (ms) | infer bf16 (ms) |")
     print("|---|---|---|---|---|")
     for text in args.config or ["{}"]:
         options = json.loads(text)
         torch.manual_seed(0)
-        model = build(args.model, **options)
+        model = build(args.model, **options).to(memory_format=layout)
         params = sum(p.numel() for p in model.parameters())
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        x = torch.rand(args.batch, 3, args.patch, args.patch)
+        x = torch.rand(args.batch, 3, args.patch, args.patch).contiguous(memory_format=layout)
         y = x * 0.9
 
         def step() -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=train_bf16):
                 loss = F.l1_loss(primary_output(model(x)).float(), y)  # multi-output models: full-size output
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -70,7 +77,7 @@ def main() -> int:
         for _ in range(3):
             step()
         train_ms = _median_ms(step, args.steps)
-        model.eval()
+        model = model.to(memory_format=torch.contiguous_format).eval()  # inference: as before, contiguous
         multiple = get_spec(args.model).size_multiple
         h, w = (-(-321 // multiple) * multiple, -(-481 // multiple) * multiple)
         image = torch.rand(1, 3, h, w)

@@ -15,7 +15,7 @@ from derain.train import Trainer, load_config, train_from_config
 from derain.train.batches import TrainBatches
 from derain.train.config import ScheduleConfig
 from derain.train.ema import EMA
-from derain.train.loop import autocast_dtype, cpu_supports_bf16, state_path_for
+from derain.train.loop import autocast_dtype, cpu_supports_bf16, state_path_for, uses_channels_last
 from derain.train.schedules import PlateauSchedule, make_schedule
 
 TINY = ["model.options.widths=[8,16,16,16]", "model.options.enc_blocks=[1,1,1,1]", "model.options.dec_blocks=[1,1,1]",
@@ -235,6 +235,32 @@ def test_accumulating_two_batches_of_4_gives_the_update_of_one_batch_of_8(tmp_pa
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-8, msg=name)
             # Adam moves each weight by ~lr * sign(grad) at first: compare with a tolerance well under lr.
             torch.testing.assert_close(b, a, rtol=0, atol=1e-5, msg=name)
+
+
+def test_channels_last_training_matches_contiguous_and_saves_loadable_weights(tmp_path, shared):
+    """memory_format changes the layout, not the arithmetic: the same steps give the same weights (to float
+    rounding), and the checkpoint of a channels-last run loads like any other."""
+    from derain.checkpoints import load_model
+
+    path = str(write_config(tmp_path, shared))
+    common = TINY + ["precision=fp32", "total_steps=3"]
+    runs = {fmt: Trainer(load_config(path, common + [f"name={fmt}", f"memory_format={fmt}"]))
+            for fmt in ("contiguous", "channels_last")}
+    assert runs["channels_last"].memory_format == torch.channels_last
+    assert runs["channels_last"].model.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert runs["contiguous"].memory_format == torch.contiguous_format
+    for _ in range(3):
+        losses = [run.train_step()[0] for run in runs.values()]
+        assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    for (name, a), b in zip(runs["contiguous"].model.named_parameters(), runs["channels_last"].model.parameters()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5, msg=name)
+    model, _ = load_model(None, str(runs["channels_last"].save()))
+    torch.testing.assert_close(model.state_dict()["stem.weight"], runs["channels_last"].export_model().state_dict()["stem.weight"])
+    # FastDerain declares that it trains faster channels-last; auto follows the declaration.
+    assert uses_channels_last("auto", runs["contiguous"].model)
+    assert not uses_channels_last("auto", torch.nn.Linear(2, 2))
+    with pytest.raises(DerainError, match="memory_format must be auto, channels_last or contiguous"):
+        load_config(path, ["memory_format=nhwc"])
 
 
 def test_synthetic_pairs_fill_their_share_of_each_batch(monkeypatch, shared):
