@@ -133,7 +133,7 @@ def test_bad_recipes_are_one_line_errors(tmp_path, shared, capsys):
 def test_the_default_model_recipe_names_existing_configs_and_weights():
     root = Path(__file__).resolve().parents[1]
     stages = load_recipe(root / "configs" / "default_model.yaml")
-    assert [Path(s.config).name for s in stages][0] == "fullres_rain100l.yaml"
+    assert [Path(s.config).name for s in stages][0] == "fullres32_long_stage1.yaml"
     configs = [load_config(root / stage.config) for stage in stages]
     # Run alone, each later stage warm-starts from the run folder of the stage before it, as the recipe does.
     for before, after in zip(configs, configs[1:]):
@@ -147,6 +147,7 @@ def test_the_default_model_recipe_names_existing_configs_and_weights():
             trained = load_config(root / stage.config).model
             reference = build(trained.name, **trained.options).state_dict()
             assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.items()}
-    # The earlier half-resolution recipe stays reproducible; its stages still exist.
-    old = load_recipe(root / "configs" / "halfres_model.yaml")
-    assert all((root / stage.config).is_file() and stage.weights is None for stage in old)
+    # The earlier recipes (half resolution; full resolution with 24 channels) stay reproducible.
+    for name in ("halfres_model.yaml", "fullres24_model.yaml"):
+        old = load_recipe(root / "configs" / name)
+        assert all((root / stage.config).is_file() and stage.weights is None for stage in old)

@@ -137,7 +137,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     # auto | channels_last | contiguous. auto: channels-last for networks that declare they train faster in it
-    # (FastDerain: 253 vs 312 ms per bf16 step, 386 vs 488 in float32, 96x96 x 8, 2 threads, docs/results.md).
+    # (FastDerain: 235 vs 323 ms per bf16 step, 364 vs 499 in float32, 96x96 x 8, 2 threads, docs/results.md).
     memory_format: str = "auto"
     ema_decay: float = 0.0  # 0 disables the EMA of weights
     val_every: int = 1000
