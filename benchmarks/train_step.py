@@ -2,14 +2,15 @@
 
     python benchmarks/train_step.py [--patch 96] [--batch 8] [--steps 20] \
         --config '{"widths": [32, 64, 128, 256], "unshuffle": 1}' [--config ...] \
-        [--memory-format contiguous|channels_last] [--fp32]
+        [--memory-format contiguous|channels_last] [--fp32] [--compile]
 
 Each ``--config`` is a JSON object of keyword options for ``derain.models.build(--model, **options)``.
 Prints parameters, median milliseconds per training step (after warm-up; under bf16 autocast where the CPU has
 native bf16, as ``precision: auto`` trains, else float32) and median milliseconds of one inference on a 481x321
 image padded to the model's size multiple, in float32 and, where the CPU has native bf16, under bf16 autocast.
 ``--memory-format`` holds the model and the batch in that layout for the training step (as the config key
-``memory_format`` does in ``derain train``); ``--fp32`` times the training step in float32 even where bf16 is native.
+``memory_format`` does in ``derain train``); ``--fp32`` times the training step in float32 even where bf16 is native;
+``--compile`` times it through ``torch.compile`` (after the compile, which the warm-up steps pay).
 Used to choose the default model's architecture (docs/results.md); run it while nothing else runs.
 """
 from __future__ import annotations
@@ -46,6 +47,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--memory-format", choices=("contiguous", "channels_last"), default="contiguous")
     parser.add_argument("--fp32", action="store_true", help="train in float32 even where bf16 is native")
+    parser.add_argument("--compile", action="store_true",
+                        help="time the training step through torch.compile")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,7 +57,7 @@ def main() -> int:
     train_precision = "bf16" if train_bf16 else "fp32"
     layout = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
     print(f"{args.model}: patch {args.patch}, batch {args.batch}, {torch.get_num_threads()} threads, "
-          f"native bf16: {bf16}, training {args.memory_format}")
+          f"native bf16: {bf16}, training {args.memory_format}{', compiled' if args.compile else ''}")
     print(f"| options | params | train step {train_precision} (ms) | infer fp32 (ms) | infer bf16 (ms) |")
     print("|---|---|---|---|---|")
     for text in args.config or ["{}"]:
@@ -65,10 +68,11 @@ def main() -> int:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x = torch.rand(args.batch, 3, args.patch, args.patch).contiguous(memory_format=layout)
         y = x * 0.9
+        net = torch.compile(model) if args.compile else model
 
         def step() -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=train_bf16):
-                loss = F.l1_loss(primary_output(model(x)).float(), y)  # multi-output models: full-size output
+                loss = F.l1_loss(primary_output(net(x)).float(), y)  # multi-output models: full-size output
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
