@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from derain.errors import DerainError
-from derain.losses import (CharbonnierLoss, EdgeLoss, FFTLoss, L1Loss, MultiOutput, MultiScale, SSIMLoss, build_loss,
-                           build_term, ssim)
+from derain.losses import (CharbonnierLoss, EdgeLoss, FFTLoss, L1Loss, LumaOnly, MultiOutput, MultiScale, SSIMLoss,
+                           build_loss, build_term, ssim)
+from derain.metrics.fullref import psnr, rgb_to_y_matlab
 from derain.train.config import LossTerm
 
 
@@ -24,7 +25,7 @@ def pair(shared) -> tuple[torch.Tensor, torch.Tensor]:
 
 ALL = [L1Loss(), CharbonnierLoss(), SSIMLoss(), EdgeLoss(), EdgeLoss(kernel="laplacian"), FFTLoss("amplitude"),
        FFTLoss("complex"), FFTLoss("complex", norm="backward", onesided=False), MultiScale(L1Loss(), (1.0, 0.5)),
-       MultiOutput(L1Loss())]
+       MultiOutput(L1Loss()), LumaOnly(L1Loss())]
 
 
 @pytest.mark.parametrize("loss", ALL, ids=lambda m: type(m).__name__ + getattr(m, "mode", ""))
@@ -75,6 +76,8 @@ def test_bad_loss_names_and_options_are_one_line_errors():
         build_term("fft", {"mode": "phase"})
     with pytest.raises(DerainError, match="outputs must be first or all"):
         build_term("l1", {"outputs": "last"})
+    with pytest.raises(DerainError, match="channels must be rgb or y"):
+        build_term("l1", {"channels": "lab"})
     with pytest.raises(DerainError, match="gaussian or laplacian"):
         build_term("edge", {"kernel": "sobel"})
 
@@ -97,3 +100,22 @@ def test_fft_full_unnormalised_spectrum_option(pair):
     full = torch.view_as_real(torch.fft.fft2(rainy) - torch.fft.fft2(clean)).abs().mean()
     assert float(FFTLoss("complex", norm="backward", onesided=False)(rainy, clean)) == pytest.approx(float(full),
                                                                                                      rel=1e-5)
+
+
+def test_luma_loss_is_the_matlab_y_error(pair):
+    """``channels: y``: MSE on the luma is the `matlab-y` PSNR's error (before its rounding to uint8), a gray
+    change of d moves the luma by 219/255 d, and a change of colour that keeps the luma costs nothing."""
+    rainy, clean = pair
+    mse_y = float(build_term("mse", {"channels": "y"})(rainy, clean))
+    to_uint8 = lambda t: (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # noqa: E731
+    metric = psnr(rgb_to_y_matlab(to_uint8(rainy)), rgb_to_y_matlab(to_uint8(clean)))
+    assert 10 * np.log10(1 / mse_y) == pytest.approx(metric, abs=0.05)
+    assert float(build_term("mse", {"channels": "y"})(rainy, clean)) != pytest.approx(
+        float(build_term("mse")(rainy, clean)), rel=1e-2)  # not the RGB error
+    luma = LumaOnly(L1Loss())
+    assert float(luma(clean + 0.1, clean)) == pytest.approx(0.1 * 219.0 / 255.0, rel=1e-5)
+    weights = torch.tensor([65.481, 128.553, 24.966])
+    chroma = torch.tensor([weights[1], -weights[0], 0.0]).view(1, 3, 1, 1) / 2000  # orthogonal to the weights
+    assert float(luma(clean + chroma, clean)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(DerainError, match="needs RGB"):
+        luma(clean[:, :1], clean[:, :1])

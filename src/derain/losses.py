@@ -158,6 +158,28 @@ class MultiScale(nn.Module):
         return total
 
 
+class LumaOnly(nn.Module):
+    """Apply ``loss`` to the BT.601 luma of both images: the channel the `matlab-y` protocol scores.
+
+    Y = (65.481 R + 128.553 G + 24.966 B) / 255 without MATLAB's +16/255 offset, which cancels in every
+    difference; the same weights as :mod:`derain.metrics` so that MSE here is the metric's error up to that
+    constant."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+        self.register_buffer("weights", torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255.0,
+                             persistent=False)
+
+    def _luma(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[1] != 3:
+            raise DerainError(f"loss option channels: y needs RGB images, got {image.shape[1]} channels")
+        return (image.float() * self.weights).sum(dim=1, keepdim=True)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(self._luma(pred), self._luma(target))
+
+
 class MultiOutput(nn.Module):
     """Sum ``loss`` over a network's outputs, each against the target resized (bilinear) to its size.
 
@@ -202,19 +224,24 @@ LOSSES: dict[str, type[nn.Module]] = {
 
 
 def build_term(name: str, options: dict[str, Any] | None = None) -> nn.Module:
-    """One loss by name; option ``scales: [w0, w1, ...]`` wraps it in :class:`MultiScale`, option
-    ``outputs: all`` (default ``first``) in :class:`MultiOutput`."""
+    """One loss by name; option ``channels: y`` (default ``rgb``) wraps it in :class:`LumaOnly`, option
+    ``scales: [w0, w1, ...]`` in :class:`MultiScale`, option ``outputs: all`` (default ``first``) in
+    :class:`MultiOutput`."""
     options = dict(options or {})
     scales = options.pop("scales", None)
     outputs = options.pop("outputs", "first")
+    channels = options.pop("channels", "rgb")
     if outputs not in ("first", "all"):
         raise DerainError(f"loss {name!r}: option outputs must be first or all, not {outputs!r}")
+    if channels not in ("rgb", "y"):
+        raise DerainError(f"loss {name!r}: option channels must be rgb or y, not {channels!r}")
     if name not in LOSSES:
         raise DerainError(f"unknown loss {name!r}; choose from {', '.join(sorted(LOSSES))}")
     try:
         loss = LOSSES[name](**options)
     except TypeError as exc:
         raise DerainError(f"loss {name!r}: bad options {sorted(options)} ({exc})") from None
+    loss = LumaOnly(loss) if channels == "y" else loss
     loss = MultiScale(loss, scales) if scales else loss
     return MultiOutput(loss) if outputs == "all" else loss
 
