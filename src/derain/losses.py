@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from derain.errors import DerainError
+from derain.metrics.fullref import _Y_DENOM_MILLI, _Y_WEIGHTS_MILLI
 
 
 class L1Loss(nn.Module):
@@ -162,14 +163,14 @@ class LumaOnly(nn.Module):
     """Apply ``loss`` to the BT.601 luma of both images: the channel the `matlab-y` protocol scores.
 
     Y = (65.481 R + 128.553 G + 24.966 B) / 255 without MATLAB's +16/255 offset, which cancels in every
-    difference; the same weights as :mod:`derain.metrics` so that MSE here is the metric's error up to that
+    difference; the weights are :mod:`derain.metrics.fullref`'s, so that MSE here is the metric's error up to that
     constant."""
 
     def __init__(self, loss: nn.Module) -> None:
         super().__init__()
         self.loss = loss
-        self.register_buffer("weights", torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255.0,
-                             persistent=False)
+        weights = torch.tensor(_Y_WEIGHTS_MILLI / _Y_DENOM_MILLI, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("weights", weights, persistent=False)
 
     def _luma(self, image: torch.Tensor) -> torch.Tensor:
         if image.shape[1] != 3:
