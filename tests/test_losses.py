@@ -119,3 +119,20 @@ def test_luma_loss_is_the_matlab_y_error(pair):
     assert float(luma(clean + chroma, clean)) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(DerainError, match="needs RGB"):
         luma(clean[:, :1], clean[:, :1])
+
+
+def test_psnr_loss_is_minus_the_mean_per_sample_psnr(pair):
+    """``psnr``: each sample's PSNR (peak 1) from its own MSE, averaged over the batch with a minus sign; on a
+    batch of a well and a badly restored image it is not minus the PSNR of the pooled error."""
+    rainy, clean = pair
+    near = clean + 0.1 * (rainy - clean)  # 20 dB better
+    pred, target = torch.cat([rainy, near]), torch.cat([clean, clean])
+    per_image = [float(((p - t) ** 2).mean()) for p, t in zip(pred, target)]
+    expected = float(np.mean([10 * np.log10(m) for m in per_image]))
+    loss = build_term("psnr")
+    assert float(loss(pred, target)) == pytest.approx(expected, rel=1e-4)
+    pooled = 10 * np.log10(np.mean(per_image))
+    assert float(loss(pred, target)) < pooled - 5  # the well restored sample counts as much as the bad one
+    y_loss = float(build_term("psnr", {"channels": "y"})(rainy, clean))
+    to_uint8 = lambda t: (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # noqa: E731
+    assert -y_loss == pytest.approx(psnr(rgb_to_y_matlab(to_uint8(rainy)), rgb_to_y_matlab(to_uint8(clean))), abs=0.05)

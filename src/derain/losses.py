@@ -9,6 +9,7 @@ resized (bilinear) to that output's size, as DMSR's recipe does.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -33,6 +34,22 @@ class MSELoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         diff = pred.float() - target.float()
         return (diff * diff).mean()
+
+
+class PSNRLoss(nn.Module):
+    """Mean over the batch of each sample's ``10 log10(MSE + eps)``: minus its PSNR (peak 1), as HINet and NAFNet
+    train. A benchmark's score is the mean of per-image PSNRs, so a fixed squared error costs more dB in an image
+    restored well than in one restored badly; pooled MSE weighs every pixel alike and lets the worst samples
+    dominate the gradient. The log puts each sample's error on the benchmark's scale."""
+
+    def __init__(self, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        diff = pred.float() - target.float()
+        per_sample = (diff * diff).flatten(1).mean(dim=1)
+        return (10.0 / math.log(10.0)) * torch.log(per_sample + self.eps).mean()
 
 
 class CharbonnierLoss(nn.Module):
@@ -216,6 +233,7 @@ class SelectorCrossEntropy(nn.Module):
 LOSSES: dict[str, type[nn.Module]] = {
     "l1": L1Loss,
     "mse": MSELoss,
+    "psnr": PSNRLoss,
     "charbonnier": CharbonnierLoss,
     "ssim": SSIMLoss,
     "edge": EdgeLoss,
