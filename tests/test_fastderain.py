@@ -8,7 +8,7 @@ from PIL import Image
 
 from derain.infer import InferenceOptions, restore
 from derain.models import build, count_parameters, get_spec
-from derain.models.fastderain import FastDerain, RepConv3x3
+from derain.models.fastderain import FastDerain, RepConv3x3, ResBlock
 
 SMALL = dict(widths=[8, 16, 16, 24], enc_blocks=[1, 1, 1, 1], dec_blocks=[1, 1, 1], rep=True)
 
@@ -29,6 +29,7 @@ def test_fold_matches_unfolded_output():
         before = model(x)
         folded = model.fold()
         assert not any(isinstance(m, RepConv3x3) for m in folded.modules())
+        assert all(m.scale_folded for m in folded.modules() if isinstance(m, ResBlock))
         after = folded(x)
     assert float((before - after).abs().max()) < 1e-5
 

@@ -14,7 +14,8 @@ Design (measured on a 2-core AVX-512 BF16 CPU, see docs/results.md):
   own rain prediction. Its entry into the trunk and its head start at zero, so a trained network without it
   can be *grown* into one with it and start from exactly the same function (see :func:`grown_state_dict`).
 
-:meth:`FastDerain.fold` turns every RepConv into a plain ``nn.Conv2d`` for deployment; the folded network
+:meth:`FastDerain.fold` turns every RepConv into a plain ``nn.Conv2d`` and moves each residual block's scale
+into its last convolution for deployment; the folded network
 gives the same output (to float rounding). Checkpoints hold the training (unfolded) form; loading a folded
 state dict into an unfolded model is also supported, because a folded kernel is a valid 3x3 branch with
 zero 1x1 and identity branches.
@@ -88,9 +89,22 @@ class ResBlock(nn.Module):
         # Start every block as the identity (Fixup-style): without normalisation, a stack of residual blocks
         # at default init grows its activations and trains unstably at the lr this model wants.
         self.scale = nn.Parameter(torch.zeros(ch, 1, 1))
+        self.scale_folded = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.scale * self.conv2(self.act(self.conv1(x)))
+        branch = self.conv2(self.act(self.conv1(x)))
+        return x + branch if self.scale_folded else x + self.scale * branch
+
+    @torch.no_grad()
+    def fold_scale(self) -> None:
+        """Move the per-channel scale into ``conv2`` (a plain conv by then): one pass over the block's output
+        fewer at inference. ``scale`` stays, at ones, so the folded state dict still loads into the training
+        form and computes the same function there."""
+        conv = self.conv2
+        conv.weight.mul_(self.scale.view(-1, 1, 1, 1))
+        conv.bias.mul_(self.scale.view(-1))
+        self.scale.fill_(1.0)
+        self.scale_folded = True
 
 
 def _stage(ch: int, blocks: int, rep: bool) -> nn.Sequential:
@@ -195,12 +209,16 @@ class FastDerain(nn.Module):
 
     @torch.no_grad()
     def fold(self) -> "FastDerain":
-        """Replace every re-parameterisable conv by its single 3x3 equivalent, in place (for inference)."""
+        """Replace every re-parameterisable conv by its single 3x3 equivalent and move each residual block's
+        scale into its last conv, in place (for inference)."""
         for module in list(self.modules()):
             for name, child in list(module.named_children()):
                 if isinstance(child, RepConv3x3):
                     conv = child.to_conv().to(child.weight3.device, child.weight3.dtype)
                     setattr(module, name, conv)
+        for block in self.modules():
+            if isinstance(block, ResBlock) and not block.scale_folded:
+                block.fold_scale()
         return self
 
 
