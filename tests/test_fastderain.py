@@ -105,3 +105,22 @@ def test_growing_needs_the_same_trunk():
     state, _ = grown.grown_state_dict(other.state_dict())
     with pytest.raises(RuntimeError, match="size mismatch"):
         grown.load_state_dict(state)
+
+
+def test_low_precision_residuals_keep_the_stream_in_bf16_and_the_function():
+    """The option changes only the dtype of the residual stream under autocast: in float32 both forms compute
+    the same, under bf16 autocast each block's output stays bf16 (without it the float32 scale promotes it)."""
+    base = randomised(FastDerain(**SMALL), seed=5)
+    fast = FastDerain(**SMALL, low_precision_residuals=True).eval()
+    fast.load_state_dict(base.state_dict())
+    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(base(x), fast(x))
+        dtypes = {}
+        for name, model in (("base", base), ("fast", fast)):
+            hook = model.encoders[0][0].register_forward_hook(lambda m, i, o, n=name: dtypes.__setitem__(n, o.dtype))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(x)
+            hook.remove()
+            assert out.dtype == torch.float32  # the image-level residual stays in the input's precision
+    assert dtypes == {"base": torch.float32, "fast": torch.bfloat16}

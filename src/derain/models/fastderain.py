@@ -80,7 +80,7 @@ def make_conv(in_ch: int, out_ch: int, rep: bool) -> nn.Module:
 class ResBlock(nn.Module):
     """x + conv(act(conv(x))): two dense 3x3 convolutions with a LeakyReLU between."""
 
-    def __init__(self, ch: int, rep: bool) -> None:
+    def __init__(self, ch: int, rep: bool, low_precision_residuals: bool = False) -> None:
         super().__init__()
         self.conv1 = make_conv(ch, ch, rep)
         self.act = nn.LeakyReLU(0.1, inplace=True)
@@ -90,10 +90,16 @@ class ResBlock(nn.Module):
         # at default init grows its activations and trains unstably at the lr this model wants.
         self.scale = nn.Parameter(torch.zeros(ch, 1, 1))
         self.scale_folded = False
+        self.low_precision_residuals = low_precision_residuals
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = self.conv2(self.act(self.conv1(x)))
-        return x + branch if self.scale_folded else x + self.scale * branch
+        if self.scale_folded:
+            return x + branch
+        # Under bf16 autocast the convolutions return bf16, and a float32 scale would promote the sum to float32:
+        # every block would then cast its input back down (measured: 15% of a training step at 96x96).
+        scale = self.scale.to(branch.dtype) if self.low_precision_residuals else self.scale
+        return x + scale * branch
 
     @torch.no_grad()
     def fold_scale(self) -> None:
@@ -107,8 +113,8 @@ class ResBlock(nn.Module):
         self.scale_folded = True
 
 
-def _stage(ch: int, blocks: int, rep: bool) -> nn.Sequential:
-    return nn.Sequential(*[ResBlock(ch, rep) for _ in range(blocks)])
+def _stage(ch: int, blocks: int, rep: bool, low_precision_residuals: bool = False) -> nn.Sequential:
+    return nn.Sequential(*[ResBlock(ch, rep, low_precision_residuals) for _ in range(blocks)])
 
 
 class FastDerain(nn.Module):
@@ -117,12 +123,17 @@ class FastDerain(nn.Module):
     ``widths[i]`` and ``enc_blocks[i]`` describe level ``i`` (level 0 is at half resolution after the stem);
     the last level is the bottleneck. ``dec_blocks`` has one entry per level except the bottleneck. Input
     sides must be multiples of ``2 * 2 ** (len(widths) - 1)``.
+
+    ``low_precision_residuals`` keeps the residual stream in the autocast dtype (bf16) in training instead of
+    letting the float32 block scales promote it: 15% faster bf16 training steps on the CPU, the same function in
+    float32. Off by default because the recorded lineages trained without it (their exact reproduction needs
+    the same numerics).
     """
 
     def __init__(self, in_channels: int = 3, widths: Sequence[int] = (48, 96, 192, 384),
                  enc_blocks: Sequence[int] = (1, 1, 1, 2), dec_blocks: Sequence[int] = (1, 1, 1),
                  unshuffle: int = 2, rep: bool = False, full_width: int = 0,
-                 full_blocks: Sequence[int] = (1, 1)) -> None:
+                 full_blocks: Sequence[int] = (1, 1), low_precision_residuals: bool = False) -> None:
         super().__init__()
         if len(enc_blocks) != len(widths) or len(dec_blocks) != len(widths) - 1:
             raise ValueError("enc_blocks needs one entry per width, dec_blocks one fewer")
@@ -130,12 +141,13 @@ class FastDerain(nn.Module):
             raise ValueError("full_width adds a level above an unshuffled trunk: it needs unshuffle >= 2")
         self.unshuffle = unshuffle
         self.stem = nn.Conv2d(in_channels * unshuffle ** 2, widths[0], 3, padding=1)
-        self.encoders = nn.ModuleList(_stage(w, n, rep) for w, n in zip(widths, enc_blocks))
+        lp = low_precision_residuals
+        self.encoders = nn.ModuleList(_stage(w, n, rep, lp) for w, n in zip(widths, enc_blocks))
         # Downsampling by a stride-2 2x2 conv (cheap, learnable); upsampling by 1x1 conv + pixel shuffle.
         self.downs = nn.ModuleList(nn.Conv2d(a, b, 2, stride=2) for a, b in zip(widths[:-1], widths[1:]))
         self.ups = nn.ModuleList(nn.Sequential(nn.Conv2d(b, a * 4, 1), nn.PixelShuffle(2))
                                  for a, b in zip(widths[:-1], widths[1:]))
-        self.decoders = nn.ModuleList(_stage(w, n, rep) for w, n in zip(widths[:-1], dec_blocks))
+        self.decoders = nn.ModuleList(_stage(w, n, rep, lp) for w, n in zip(widths[:-1], dec_blocks))
         self.head = nn.Conv2d(widths[0], in_channels * unshuffle ** 2, 3, padding=1)
         # Zero-initialised head: the untrained network is the identity (no rain removed), the right start
         # for a residual predictor whose input is already close to the target.
@@ -145,11 +157,11 @@ class FastDerain(nn.Module):
         if full_width:
             enc, dec = full_blocks
             self.full_stem = nn.Conv2d(in_channels, full_width, 3, padding=1)
-            self.full_encoder = _stage(full_width, enc, rep)
+            self.full_encoder = _stage(full_width, enc, rep, lp)
             self.full_down = nn.Conv2d(full_width, widths[0], unshuffle, stride=unshuffle)
             self.full_up = nn.Sequential(nn.Conv2d(widths[0], full_width * unshuffle ** 2, 1),
                                          nn.PixelShuffle(unshuffle))
-            self.full_decoder = _stage(full_width, dec, rep)
+            self.full_decoder = _stage(full_width, dec, rep, lp)
             self.full_head = nn.Conv2d(full_width, in_channels, 3, padding=1)
             # Zero entry into the trunk and zero head: adding the level leaves the network's function unchanged.
             for conv in (self.full_down, self.full_head):
