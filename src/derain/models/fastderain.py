@@ -14,8 +14,7 @@ Design (measured on a 2-core AVX-512 BF16 CPU, see docs/results.md):
   own rain prediction. Its entry into the trunk and its head start at zero, so a trained network without it
   can be *grown* into one with it and start from exactly the same function (see :func:`grown_state_dict`).
 
-:meth:`FastDerain.fold` turns every RepConv into a plain ``nn.Conv2d`` and moves each residual block's scale
-into its last convolution for deployment; the folded network
+:meth:`FastDerain.fold` turns every RepConv into a plain ``nn.Conv2d`` for deployment; the folded network
 gives the same output (to float rounding). Checkpoints hold the training (unfolded) form; loading a folded
 state dict into an unfolded model is also supported, because a folded kernel is a valid 3x3 branch with
 zero 1x1 and identity branches.
@@ -89,28 +88,14 @@ class ResBlock(nn.Module):
         # Start every block as the identity (Fixup-style): without normalisation, a stack of residual blocks
         # at default init grows its activations and trains unstably at the lr this model wants.
         self.scale = nn.Parameter(torch.zeros(ch, 1, 1))
-        self.scale_folded = False
         self.low_precision_residuals = low_precision_residuals
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = self.conv2(self.act(self.conv1(x)))
-        if self.scale_folded:
-            return x + branch
         # Under bf16 autocast the convolutions return bf16, and a float32 scale would promote the sum to float32:
-        # every block would then cast its input back down (measured: 15% of a training step at 96x96).
+        # every block would then cast its input back down (measured: about 10% of a training step at 96x96).
         scale = self.scale.to(branch.dtype) if self.low_precision_residuals else self.scale
         return x + scale * branch
-
-    @torch.no_grad()
-    def fold_scale(self) -> None:
-        """Move the per-channel scale into ``conv2`` (a plain conv by then): one pass over the block's output
-        fewer at inference. ``scale`` stays, at ones, so the folded state dict still loads into the training
-        form and computes the same function there."""
-        conv = self.conv2
-        conv.weight.mul_(self.scale.view(-1, 1, 1, 1))
-        conv.bias.mul_(self.scale.view(-1))
-        self.scale.fill_(1.0)
-        self.scale_folded = True
 
 
 def _stage(ch: int, blocks: int, rep: bool, low_precision_residuals: bool = False) -> nn.Sequential:
@@ -125,8 +110,8 @@ class FastDerain(nn.Module):
     sides must be multiples of ``2 * 2 ** (len(widths) - 1)``.
 
     ``low_precision_residuals`` keeps the residual stream in the autocast dtype (bf16) in training instead of
-    letting the float32 block scales promote it: 15% faster bf16 training steps on the CPU, the same function in
-    float32. Off by default because the recorded lineages trained without it (their exact reproduction needs
+    letting the float32 block scales promote it: bf16 training steps about 10% faster on the CPU, the same
+    function in float32. Off by default because the recorded lineages trained without it (their exact reproduction needs
     the same numerics).
     """
 
@@ -221,16 +206,12 @@ class FastDerain(nn.Module):
 
     @torch.no_grad()
     def fold(self) -> "FastDerain":
-        """Replace every re-parameterisable conv by its single 3x3 equivalent and move each residual block's
-        scale into its last conv, in place (for inference)."""
+        """Replace every re-parameterisable conv by its single 3x3 equivalent, in place (for inference)."""
         for module in list(self.modules()):
             for name, child in list(module.named_children()):
                 if isinstance(child, RepConv3x3):
                     conv = child.to_conv().to(child.weight3.device, child.weight3.dtype)
                     setattr(module, name, conv)
-        for block in self.modules():
-            if isinstance(block, ResBlock) and not block.scale_folded:
-                block.fold_scale()
         return self
 
 
