@@ -28,6 +28,7 @@ from derain.metrics import psnr_ssim
 from derain.metrics.fullref import rgb_to_y_matlab
 from derain.models import get_spec
 from derain.runner import resolve_weights
+from derain.train.loop import to_uint8
 
 CLASSES = ("clipped rain", "strong rain (>= 30)", "weak rain", "no rain")
 
@@ -47,10 +48,6 @@ def averaged_model(paths: list[str]) -> tuple[torch.nn.Module, str]:
     states = [load_file(p) for p in paths]
     model.load_state_dict({k: sum(s[k].float() for s in states) / len(states) for k in states[0]})
     return model, name
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    return np.clip(np.rint(image[0].permute(1, 2, 0).numpy() * 255.0), 0, 255).astype(np.uint8)
 
 
 def main() -> None:
