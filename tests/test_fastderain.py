@@ -8,7 +8,7 @@ from PIL import Image
 
 from derain.infer import InferenceOptions, restore
 from derain.models import build, count_parameters, get_spec
-from derain.models.fastderain import FastDerain, RepConv3x3, ResBlock
+from derain.models.fastderain import FastDerain, RepConv3x3
 
 SMALL = dict(widths=[8, 16, 16, 24], enc_blocks=[1, 1, 1, 1], dec_blocks=[1, 1, 1], rep=True)
 

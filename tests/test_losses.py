@@ -102,13 +102,16 @@ def test_fft_full_unnormalised_spectrum_option(pair):
                                                                                                      rel=1e-5)
 
 
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    return (image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
 def test_luma_loss_is_the_matlab_y_error(pair):
     """``channels: y``: MSE on the luma is the `matlab-y` PSNR's error (before its rounding to uint8), a gray
     change of d moves the luma by 219/255 d, and a change of colour that keeps the luma costs nothing."""
     rainy, clean = pair
     mse_y = float(build_term("mse", {"channels": "y"})(rainy, clean))
-    to_uint8 = lambda t: (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # noqa: E731
-    metric = psnr(rgb_to_y_matlab(to_uint8(rainy)), rgb_to_y_matlab(to_uint8(clean)))
+    metric = psnr(rgb_to_y_matlab(_to_uint8(rainy)), rgb_to_y_matlab(_to_uint8(clean)))
     assert 10 * np.log10(1 / mse_y) == pytest.approx(metric, abs=0.05)
     assert float(build_term("mse", {"channels": "y"})(rainy, clean)) != pytest.approx(
         float(build_term("mse")(rainy, clean)), rel=1e-2)  # not the RGB error
@@ -134,5 +137,4 @@ def test_psnr_loss_is_minus_the_mean_per_sample_psnr(pair):
     pooled = 10 * np.log10(np.mean(per_image))
     assert float(loss(pred, target)) < pooled - 5  # the well restored sample counts as much as the bad one
     y_loss = float(build_term("psnr", {"channels": "y"})(rainy, clean))
-    to_uint8 = lambda t: (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # noqa: E731
-    assert -y_loss == pytest.approx(psnr(rgb_to_y_matlab(to_uint8(rainy)), rgb_to_y_matlab(to_uint8(clean))), abs=0.05)
+    assert -y_loss == pytest.approx(psnr(rgb_to_y_matlab(_to_uint8(rainy)), rgb_to_y_matlab(_to_uint8(clean))), abs=0.05)

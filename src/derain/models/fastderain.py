@@ -111,8 +111,8 @@ class FastDerain(nn.Module):
 
     ``low_precision_residuals`` keeps the residual stream in the autocast dtype (bf16) in training instead of
     letting the float32 block scales promote it: bf16 training steps about 10% faster on the CPU, the same
-    function in float32. Off by default because the recorded lineages trained without it (their exact reproduction needs
-    the same numerics).
+    function in float32. Off by default because the recorded lineages trained without it (their exact
+    reproduction needs the same numerics).
     """
 
     def __init__(self, in_channels: int = 3, widths: Sequence[int] = (48, 96, 192, 384),
