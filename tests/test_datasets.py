@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from derain.data.datasets import PairedPatches, dihedral, load_pairs
+from derain.data.datasets import PairedPatches, dihedral, load_pairs, transplant_rain
 from derain.errors import DerainError
 
 
@@ -92,3 +92,33 @@ def test_flips_keep_vertical_streaks_vertical(shared):
     assert any(turned)  # the default (all 8) also turns the streak horizontal
     with pytest.raises(DerainError, match="augment must be one of"):
         PairedPatches([("streak", streak, crop)], augment="rotate")
+
+
+def test_transplanting_a_pairs_own_rain_gives_back_its_input(shared):
+    """Rain100L's rain is additive: input = min(target + rain, 255), so the identity must hold exactly."""
+    for _, inp, tgt in real_pairs(shared):
+        assert np.array_equal(transplant_rain(tgt, inp, tgt), inp)
+
+
+def test_transplanted_rain_lands_on_the_samples_own_background(shared):
+    pairs = real_pairs(shared, 4)
+    plain = PairedPatches(pairs, seed=7, augment="flips")
+    mixed = PairedPatches(pairs, seed=7, augment="flips", rain_mix=1.0)
+    x0, y0 = plain.sample(8, 64)
+    x1, y1 = mixed.sample(8, 64)
+    # The first draw of each sample is the same crop of the same pair: targets agree in the first sample.
+    assert bool((y0[0] == y1[0]).all())
+    rain = (x1 - y1) * 255
+    assert float(rain.min()) >= -1e-3  # the transplanted layer only adds light, as the donors' does
+    assert float(rain.mean()) > 1.0  # and there is rain on every mixed batch
+    # Mixing moved the rain off the target's own scene: inputs differ from the plain sampler's.
+    assert not bool((x0 == x1).all())
+
+
+def test_rain_mix_off_draws_the_patches_it_always_drew(shared):
+    pairs = real_pairs(shared)
+    a, b = PairedPatches(pairs, seed=2), PairedPatches(pairs, seed=2, rain_mix=0.0)
+    for _ in range(3):
+        assert all(bool((u == v).all()) for u, v in zip(a.sample(4, 32), b.sample(4, 32)))
+    with pytest.raises(DerainError, match="rain_mix must be in"):
+        PairedPatches(pairs, rain_mix=1.5)

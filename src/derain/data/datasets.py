@@ -73,6 +73,18 @@ def dihedral(image: np.ndarray, k: int) -> np.ndarray:
 AUGMENTATIONS: dict[str, tuple[int, ...]] = {"dihedral": tuple(range(8)), "flips": (0, 2, 4, 6), "none": (0,)}
 
 
+def transplant_rain(clean: np.ndarray, rain_input: np.ndarray, rain_target: np.ndarray) -> np.ndarray:
+    """``clean`` with the additive rain layer ``rain_input - rain_target`` of another patch (uint8 HxWx3).
+
+    Where the donor's input is saturated (255) its rain is only known to be at least ``255 - target``: such
+    a streak saturates the new patch too, the way a strong streak saturates most backgrounds.
+    """
+    rain = rain_input.astype(np.int16) - rain_target.astype(np.int16)
+    mixed = np.clip(clean.astype(np.int16) + rain, 0, 255).astype(np.uint8)
+    mixed[rain_input == 255] = 255
+    return mixed
+
+
 def to_tensor(batch: np.ndarray) -> torch.Tensor:
     """B x H x W x 3 uint8 -> B x 3 x H x W float32 in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
@@ -85,14 +97,22 @@ class PairedPatches:
     Images are visited in shuffled epochs (every pair once per epoch) so that small sets are covered evenly.
     Clean images for synthetic rain use the same sampler with the image as both input and target (the arrays
     are shared, not copied); ``label`` names them in error messages.
+
+    ``rain_mix`` is the probability that a sample's rain is another pair's: the rain layer (input - target) of
+    a random crop of a random pair, with its own transform, added to this sample's clean patch (see
+    :func:`transplant_rain`). It assumes additive rain, as synthetic benchmarks such as Rain100L/H make it,
+    and multiplies the 200 scenes x 200 rain layers of RainTrainL into 40,000 combinations.
     """
 
     def __init__(self, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], seed: int = 0,
-                 label: str = "training image", augment: str = "dihedral") -> None:
+                 label: str = "training image", augment: str = "dihedral", rain_mix: float = 0.0) -> None:
         if not pairs:
             raise DerainError("the training set has no pairs")
         if augment not in AUGMENTATIONS:
             raise DerainError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not {augment!r}")
+        if not 0.0 <= rain_mix <= 1.0:
+            raise DerainError(f"rain_mix must be in [0, 1], not {rain_mix}")
+        self.rain_mix = rain_mix
         self.transforms = AUGMENTATIONS[augment]
         self.label = label
         self.names = [p[0] for p in pairs]
@@ -133,7 +153,20 @@ class PairedPatches:
             k = self.transforms[int(self.rng.integers(0, len(self.transforms)))]
             xs[b] = dihedral(self.inputs[i][top:top + patch, left:left + patch], k)
             ys[b] = dihedral(self.targets[i][top:top + patch, left:left + patch], k)
+            # Drawn only when mixing is on, so runs without it draw exactly the patches they always did.
+            if self.rain_mix > 0 and self.rng.random() < self.rain_mix:
+                xs[b] = transplant_rain(ys[b], *self._random_crop_pair(patch))
         return to_tensor(xs), to_tensor(ys)
+
+    def _random_crop_pair(self, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input, target) crops of a uniformly drawn pair at a random place, with a random transform."""
+        j = int(self.rng.integers(0, len(self.inputs)))
+        h, w = self.inputs[j].shape[:2]
+        top = int(self.rng.integers(0, h - patch + 1))
+        left = int(self.rng.integers(0, w - patch + 1))
+        k = self.transforms[int(self.rng.integers(0, len(self.transforms)))]
+        return (dihedral(self.inputs[j][top:top + patch, left:left + patch], k),
+                dihedral(self.targets[j][top:top + patch, left:left + patch], k))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that decides the next patches (for exact resume)."""

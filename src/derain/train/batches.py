@@ -61,7 +61,8 @@ class TrainBatches:
         real = None
         if data.synth_ratio < 1.0:
             assert data.train is not None  # validate() guarantees it
-            real = PairedPatches(load_pairs(data.train, data.train_max_images), seed=seed, augment=data.augment)
+            real = PairedPatches(load_pairs(data.train, data.train_max_images), seed=seed, augment=data.augment,
+                                 rain_mix=data.rain_mix)
         clean = None
         if data.synth_ratio > 0:
             assert data.synth_clean is not None

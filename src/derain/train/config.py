@@ -63,6 +63,9 @@ class DataConfig:
     # Transforms of the real training patches: "dihedral" (all 8 flips and quarter turns), "flips" (the 4
     # that keep vertical rain streaks vertical) or "none" (see derain.data.datasets.AUGMENTATIONS).
     augment: str = "dihedral"
+    # Probability that a real training patch gets another pair's rain layer (input - target) on its own clean
+    # patch: more rain/background combinations from the same pairs (additive rain only, e.g. Rain100L).
+    rain_mix: float = 0.0
     # All-in-one training: patches of these tasks in balanced rounds (derain.data.tasks.TaskBatches), rain
     # from ``train`` (plus ``synth_ratio`` synthetic), the other tasks synthesised from ``task_clean``.
     tasks: list[str] = field(default_factory=list)
@@ -301,6 +304,7 @@ def validate(config: TrainConfig) -> None:
          "val_every, checkpoint_every and log_every must be positive"),
         (bool(config.loss), "loss needs at least one term"),
         (0.0 <= config.data.synth_ratio <= 1.0, "data.synth_ratio must be in [0, 1]"),
+        (0.0 <= config.data.rain_mix <= 1.0, "data.rain_mix must be in [0, 1]"),
         (config.data.augment in AUGMENTATIONS,
          f"data.augment must be one of {', '.join(AUGMENTATIONS)}, not {config.data.augment!r}"),
         (all(t in TASKS for t in config.data.tasks),
