@@ -122,3 +122,14 @@ def test_rain_mix_off_draws_the_patches_it_always_drew(shared):
         assert all(bool((u == v).all()) for u, v in zip(a.sample(4, 32), b.sample(4, 32)))
     with pytest.raises(DerainError, match="rain_mix must be in"):
         PairedPatches(pairs, rain_mix=1.5)
+
+
+def test_a_donors_overexposed_background_is_not_painted_onto_the_patch():
+    clean = np.full((8, 8, 3), 40, dtype=np.uint8)
+    donor_input = np.full((8, 8, 3), 255, dtype=np.uint8)  # overexposed sky, no rain: 255 in both images
+    donor_target = donor_input.copy()
+    donor_input[:, 3] = 255
+    donor_target[:, 3] = 200  # one clipped streak: its rain is at least 55
+    mixed = transplant_rain(clean, donor_input, donor_target)
+    assert np.array_equal(mixed[:, [0, 1, 2, 4, 5, 6, 7]], clean[:, [0, 1, 2, 4, 5, 6, 7]])
+    assert (mixed[:, 3] == 95).all()  # the streak moves with its known lower bound
