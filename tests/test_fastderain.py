@@ -22,24 +22,27 @@ def randomised(model: FastDerain, seed: int = 0) -> FastDerain:
     return model.eval()
 
 
-def test_fold_matches_unfolded_output():
-    model = randomised(FastDerain(**SMALL))
+@pytest.mark.parametrize("rep", [True, False])
+def test_fold_matches_unfolded_output(rep):
+    model = randomised(FastDerain(**dict(SMALL, rep=rep)))
     x = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         before = model(x)
         folded = model.fold()
         assert not any(isinstance(m, RepConv3x3) for m in folded.modules())
+        assert not any(name.endswith("scale") for name, _ in folded.named_parameters())  # scales moved into conv2
         after = folded(x)
     assert float((before - after).abs().max()) < 1e-5
 
 
-def test_folded_state_dict_loads_into_training_form():
-    model = randomised(FastDerain(**SMALL), seed=3)
+@pytest.mark.parametrize("rep", [True, False])
+def test_folded_state_dict_loads_into_training_form(rep):
+    model = randomised(FastDerain(**dict(SMALL, rep=rep)), seed=3)
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         reference = model(x)
     folded_state = model.fold().state_dict()
-    fresh = FastDerain(**SMALL).eval()
+    fresh = FastDerain(**dict(SMALL, rep=rep)).eval()
     fresh.load_state_dict(folded_state)
     with torch.no_grad():
         assert float((fresh(x) - reference).abs().max()) < 1e-5

@@ -14,8 +14,8 @@ Design (measured on a 2-core AVX-512 BF16 CPU, see docs/results.md):
   own rain prediction. Its entry into the trunk and its head start at zero, so a trained network without it
   can be *grown* into one with it and start from exactly the same function (see :func:`grown_state_dict`).
 
-:meth:`FastDerain.fold` turns every RepConv into a plain ``nn.Conv2d`` for deployment; the folded network
-gives the same output (to float rounding). Checkpoints hold the training (unfolded) form; loading a folded
+:meth:`FastDerain.fold` turns every RepConv into a plain ``nn.Conv2d`` and moves each residual block's scale into
+its second convolution for deployment; the folded network gives the same output (to float rounding). Checkpoints hold the training (unfolded) form; loading a folded
 state dict into an unfolded model is also supported, because a folded kernel is a valid 3x3 branch with
 zero 1x1 and identity branches.
 """
@@ -92,10 +92,24 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = self.conv2(self.act(self.conv1(x)))
+        if self.scale is None:  # folded into conv2 (inference): no multiply, and the sum reuses branch's memory
+            return branch.add_(x) if branch.dtype == x.dtype else x + branch
         # Under bf16 autocast the convolutions return bf16, and a float32 scale would promote the sum to float32:
         # every block would then cast its input back down (measured: about 10% of a training step at 96x96).
         scale = self.scale.to(branch.dtype) if self.low_precision_residuals else self.scale
         return x + scale * branch
+
+    @torch.no_grad()
+    def fold_scale(self) -> None:
+        """Move the block's output scale into conv2's weights and bias (exact: conv2 is linear), for inference."""
+        if self.scale is None:
+            return
+        if not isinstance(self.conv2, nn.Conv2d):
+            raise ValueError("fold the re-parameterised convolutions before the block scale")
+        factor = self.scale.view(-1)
+        self.conv2.weight.mul_(factor.view(-1, 1, 1, 1))
+        self.conv2.bias.mul_(factor)
+        self.scale = None
 
 
 def _stage(ch: int, blocks: int, rep: bool, low_precision_residuals: bool = False) -> nn.Sequential:
@@ -206,12 +220,16 @@ class FastDerain(nn.Module):
 
     @torch.no_grad()
     def fold(self) -> "FastDerain":
-        """Replace every re-parameterisable conv by its single 3x3 equivalent, in place (for inference)."""
+        """Replace every re-parameterisable conv by its single 3x3 equivalent and move every residual block's
+        scale into its second convolution, in place (for inference)."""
         for module in list(self.modules()):
             for name, child in list(module.named_children()):
                 if isinstance(child, RepConv3x3):
                     conv = child.to_conv().to(child.weight3.device, child.weight3.dtype)
                     setattr(module, name, conv)
+        for module in self.modules():
+            if isinstance(module, ResBlock):
+                module.fold_scale()
         return self
 
 
@@ -232,6 +250,10 @@ def unfolded_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dic
                 out[f"{prefix}.identity_scale"] = torch.zeros_like(own[f"{prefix}.identity_scale"])
         else:
             out[key] = value
+        # A folded block's scale lives in its conv2: the training form gets a scale of one.
+        block, _, conv = prefix.rpartition(".")
+        if conv == "conv2" and f"{block}.scale" in own and f"{block}.scale" not in state:
+            out[f"{block}.scale"] = torch.ones_like(own[f"{block}.scale"])
     return out
 
 
