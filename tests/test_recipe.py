@@ -12,7 +12,7 @@ from derain.checkpoints import load_model
 from derain.cli import main
 from derain.errors import DerainError
 from derain.models import build
-from derain.train.recipe import finished_step, load_recipe, run_recipe
+from derain.train.recipe import finished_step, is_recipe, load_recipe, run_recipe
 from derain.train.config import load_config
 
 TINY_MODEL = {"widths": [8, 16, 16, 16], "enc_blocks": [1, 1, 1, 1], "dec_blocks": [1, 1, 1]}
@@ -134,12 +134,7 @@ def test_the_default_model_recipe_names_existing_configs_and_weights():
     root = Path(__file__).resolve().parents[1]
     stages = load_recipe(root / "configs" / "default_model.yaml")
     assert [Path(s.config).name for s in stages][0] == "fullres32_long_stage1.yaml"
-    configs = [load_config(root / stage.config) for stage in stages]
-    # Run alone, each later stage warm-starts from the run folder of the stage before it, as the recipe does.
-    for before, after in zip(configs, configs[1:]):
-        assert Path(after.warm_start) == before.run_dir()
     for stage in stages:
-        assert (root / stage.config).is_file()
         if stage.weights:
             model, name = load_model(None, root / stage.weights)
             assert name == "fastderain" and isinstance(model, torch.nn.Module)
@@ -151,3 +146,16 @@ def test_the_default_model_recipe_names_existing_configs_and_weights():
     for name in ("halfres_model.yaml", "fullres24_model.yaml"):
         old = load_recipe(root / "configs" / name)
         assert all((root / stage.config).is_file() and stage.weights is None for stage in old)
+
+
+def test_every_repo_recipe_chains_its_stages():
+    """Run alone, each later stage of a committed recipe warm-starts from the run folder of the stage before
+    it, as the recipe does, and trains the same network."""
+    root = Path(__file__).resolve().parents[1]
+    recipes = [path for path in sorted((root / "configs").glob("*.yaml")) if is_recipe(path)]
+    assert {"default_model.yaml", "lr2e3_model.yaml"} <= {path.name for path in recipes}
+    for path in recipes:
+        configs = [load_config(root / stage.config) for stage in load_recipe(path)]
+        for before, after in zip(configs, configs[1:]):
+            assert Path(after.warm_start) == before.run_dir(), (path.name, after.name)
+            assert (after.model.name, after.model.options) == (before.model.name, before.model.options), path.name
