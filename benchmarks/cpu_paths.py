@@ -3,9 +3,10 @@
     python benchmarks/cpu_paths.py [--weights CKPT] [--model NAME] [--runs 10] [--threads 2] [--psnr]
 
 Paths: eager float32 (the reference), eager bf16 autocast (only where the CPU has native bf16; elsewhere it
-is emulated and many times slower), the fast path of ``derain.fastpath`` in float32 and in its automatic
-precision, the same with ``torch.compile`` (its one-off compile time is reported too) and onnxruntime (when
-the ``onnx`` extra is installed; the export is checked against PyTorch). For each:
+is emulated and many times slower), the fast path of ``derain.fastpath`` in float32 without folding (what
+folding alone gives) and with it, in its automatic precision, the same with ``torch.compile`` (its one-off
+compile time is reported too) and onnxruntime (when the ``onnx`` extra is installed; the export is checked
+against PyTorch). For each:
 median milliseconds on a 481x321 Rain100L image (padded to the model's size multiple), megapixels per second,
 the process's peak RSS so far, the largest error relative to the float32 output, and with ``--psnr``
 Rain100L ``matlab-y`` PSNR over all 100 images through the same path. Run it while nothing else runs.
@@ -13,6 +14,7 @@ Rain100L ``matlab-y`` PSNR over all 100 images through the same path. Run it whi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import resource
 import statistics
@@ -84,6 +86,8 @@ def build_paths(model: torch.nn.Module, name: str, weights: str, multiple: int, 
                 return primary_output(model(x)).float()
 
         paths["eager bf16 autocast"] = (bf16, "")
+    unfolded = dataclasses.replace(choose_fast_path(model, cpu, "fp32"), fold=False)  # what folding adds
+    paths[f"fast path, fp32: {unfolded.describe()}"] = (_prepared(prepare_model(model, unfolded)), "")
     for precision in ("fp32", "auto"):
         path = choose_fast_path(model, cpu, precision)
         paths[f"fast path, {precision}: {path.describe()}"] = (_prepared(prepare_model(model, path)), "")
