@@ -325,6 +325,23 @@ def test_time_budget_stops_at_a_checkpoint_then_auto_resume_finishes(tmp_path, s
     assert _states(last)["step"] == 6
 
 
+def test_a_diverging_run_stops_with_one_line_and_a_healthy_one_does_not(tmp_path, shared):
+    """A warmup towards a rate far too high: the loss sits near 0.021 to step 50, then blows up (0.27 at step
+    85, and on). The run stops there, names the step and logs it; with the check off the same schedule trains
+    on, and a run at a sane rate trains to the end."""
+    path = str(write_config(tmp_path, shared))
+    steep = [*TINY, "total_steps=200", "schedule.warmup_steps=200", "log_every=20", "optim.lr=0.04",
+             "optim.grad_clip=0"]
+    with pytest.raises(DerainError, match=r"training diverged at step \d+: the running loss .* is over 10 times"):
+        train_from_config(path, [*steep, "name=steep"])
+    log = (tmp_path / "runs" / "steep" / "train.log").read_text()
+    assert "training diverged at step" in log and "step 60/200" in log  # not before the loss settled
+    assert train_from_config(path, [*steep, "stop_step=100", "divergence_factor=0", "name=unchecked"]).is_file()
+    assert train_from_config(path, [*TINY, "total_steps=60", "log_every=20", "name=sane"]).is_file()
+    with pytest.raises(DerainError, match="divergence_factor must be 0"):
+        load_config(path, ["divergence_factor=0.5"])
+
+
 def test_stop_step_ends_the_run_early_on_the_full_schedule(tmp_path, shared):
     """stop_step reproduces a run that a time budget stopped: the weights of the longer schedule at that step."""
     path = str(write_config(tmp_path, shared))

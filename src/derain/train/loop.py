@@ -52,6 +52,9 @@ from derain.train.schedules import make_schedule
 STATE_SUFFIX = ".state.pt"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+# The running loss averages about 50 steps: before that a few batches weigh too much to judge by (one easy
+# batch under a squared error can sit 20x below the typical loss).
+DIVERGENCE_SETTLE_STEPS = 50
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -428,6 +431,18 @@ class Trainer:
         self.step += 1
         return total, parts, lr
 
+    def _stop_if_diverged(self, running: float, lowest: float) -> None:
+        """Raise when the running loss has grown past ``divergence_factor`` times its lowest (positive losses)."""
+        factor = self.config.divergence_factor
+        if factor and 0 < lowest < math.inf and running > factor * lowest:
+            saved = (f"its last checkpoint is from step {self.saved_step}" if self.saved_step >= 0
+                     else "no checkpoint was saved")
+            message = (f"training diverged at step {self.step}: the running loss {running:.4g} is over {factor:g} "
+                       f"times its lowest, {lowest:.4g} ({saved}); lower optim.lr or set optim.grad_clip "
+                       "(divergence_factor: 0 turns this check off)")
+            self.log(message)
+            raise DerainError(message)
+
     def fit(self, stop_at: int | None = None) -> Path:
         """Train until ``end_step`` (``stop_step``, else ``total_steps``) or the time budget; returns the
         ``last.safetensors`` path.
@@ -451,10 +466,14 @@ class Trainer:
                    dynamic_ncols=True, desc="train")
         loop_start, loop_start_step = time.monotonic(), self.step
         running = None
+        lowest = math.inf  # of the running loss in this process's part of the run, once settled
         stopped_early = False
         while self.step < cfg.end_step:
             loss, parts, lr = self.train_step()
             running = loss if running is None else 0.98 * running + 0.02 * loss
+            if self.step - loop_start_step >= DIVERGENCE_SETTLE_STEPS:
+                lowest = min(lowest, running)
+                self._stop_if_diverged(running, lowest)
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
             per_step = (time.monotonic() - loop_start) / (self.step - loop_start_step)
