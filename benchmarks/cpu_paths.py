@@ -6,7 +6,7 @@ Paths: eager float32 (the reference), eager bf16 autocast (only where the CPU ha
 is emulated and many times slower), the fast path of ``derain.fastpath`` in float32 without folding (what
 folding alone gives) and with it, in its automatic precision, the same with ``torch.compile`` (its one-off
 compile time is reported too) and onnxruntime (when the ``onnx`` extra is installed; the export is checked
-against PyTorch). For each:
+against PyTorch). It prints the network's convolution GMAC per forward, then for each path the
 median milliseconds on a 481x321 Rain100L image (padded to the model's size multiple), megapixels per second,
 the process's peak RSS so far, the largest error relative to the float32 output, and with ``--psnr``
 Rain100L ``matlab-y`` PSNR over all 100 images through the same path. Run it while nothing else runs.
@@ -52,6 +52,25 @@ def _median_ms(forward: Forward, x: torch.Tensor, runs: int) -> float:
         forward(x)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def conv_gmac(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Multiply-accumulates of every ``Conv2d`` in one forward of ``x``, in billions (what bounds a CPU)."""
+    total = 0
+
+    def count(conv: torch.nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        k_h, k_w = conv.kernel_size
+        total += output.numel() * (conv.in_channels // conv.groups) * k_h * k_w
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total / 1e9
 
 
 def _image(path: Path) -> torch.Tensor:
@@ -131,6 +150,7 @@ def main() -> int:
     x = pad_to_multiple(_image(RAIN100L / "rainy" / "rain-001.png"), multiple)
     print(f"{name} ({weights}), input {tuple(x.shape[-2:])}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, native bf16: {cpu_supports_bf16()}, torch {torch.__version__}")
+    print(f"convolutions: {conv_gmac(model, x):.2f} GMAC per forward (unfolded network; folding changes no 3x3 count)")
     print("| path | ms | MP/s | peak RSS (MB) | max rel. error | Rain100L PSNR | note |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
