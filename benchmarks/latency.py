@@ -4,9 +4,9 @@
 
 Uses the bundled default model unless ``--weights`` is given. Calls ``derain.derain`` exactly as a user would
 (numpy image in, numpy image out: padding, precision and cropping included), after two warm-up calls, and
-prints the median and best of ``--runs`` calls for the reference path, the fast path in float32 and in its
-automatic precision (preparing the model on every call, as ``derain.derain`` does by default, and prepared
-once with ``derain.prepare``). ``--ensemble`` adds a self-ensemble (``hflip``, ``flips``, ``dihedral``) to
+prints the median and best of ``--runs`` calls, taken round-robin across the paths, for the reference path,
+the fast path in float32 and in its automatic precision (preparing the model on every call, as
+``derain.derain`` does by default, and prepared once with ``derain.prepare``). ``--ensemble`` adds a self-ensemble (``hflip``, ``flips``, ``dihedral``) to
 every path.
 """
 from __future__ import annotations
@@ -61,17 +61,21 @@ def main() -> int:
              ("fast path, fp32", model, dict(precision="fp32")),
              ("fast path, auto precision (the default)", model, {}),
              ("fast path, auto, prepared once (derain.prepare)", derain.prepare(model), {})]
-    for label, net, options in paths:
-        options = dict(options, ensemble=args.ensemble)
+    paths = [(label, net, dict(options, ensemble=args.ensemble)) for label, net, options in paths]
+    for _, net, options in paths:
         for _ in range(2):
             derain.derain(pixels, net, name, **options)
-        times = []
-        for _ in range(args.runs):
+    # Round-robin over the paths: a CPU whose speed drifts (shared hosts do, by up to 1.5x within minutes)
+    # then slows every path alike instead of whichever happened to run during the slow minutes.
+    times: dict[str, list[float]] = {label: [] for label, _, _ in paths}
+    for _ in range(args.runs):
+        for label, net, options in paths:
             start = time.perf_counter()
             out = derain.derain(pixels, net, name, **options)
-            times.append(time.perf_counter() - start)
-        assert out.shape == pixels.shape and np.isfinite(out).all()
-        print(f"{label}: median {statistics.median(times) * 1000:.1f} ms, best {min(times) * 1000:.1f} ms "
+            times[label].append(time.perf_counter() - start)
+            assert out.shape == pixels.shape and np.isfinite(out).all()
+    for label, measured in times.items():
+        print(f"{label}: median {statistics.median(measured) * 1000:.1f} ms, best {min(measured) * 1000:.1f} ms "
               f"({args.runs} runs)")
     return 0
 
