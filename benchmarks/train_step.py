@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py [--patch 96] [--batch 8] [--steps 20] \
         --config '{"widths": [32, 64, 128, 256], "unshuffle": 1}' [--config ...] \
-        [--memory-format contiguous|channels_last] [--fp32] [--compile]
+        [--memory-format contiguous|channels_last] [--fp32] [--compile] [--fused]
 
 Each ``--config`` is a JSON object of keyword options for ``derain.models.build(--model, **options)``.
 Prints parameters, median milliseconds per training step (after warm-up; under bf16 autocast where the CPU has
@@ -10,7 +10,9 @@ native bf16, as ``precision: auto`` trains, else float32) and median millisecond
 image padded to the model's size multiple, in float32 and, where the CPU has native bf16, under bf16 autocast.
 ``--memory-format`` holds the model and the batch in that layout for the training step (as the config key
 ``memory_format`` does in ``derain train``); ``--fp32`` times the training step in float32 even where bf16 is native;
-``--compile`` times it through ``torch.compile`` (after the compile, which the warm-up steps pay).
+``--compile`` times it through ``torch.compile`` (after the compile, which the warm-up steps pay);
+``--fused`` uses torch's fused AdamW kernel (the config key ``optim.fused``). The AdamW column is the
+optimiser's step alone, part of the training step.
 Used to choose the default model's architecture (docs/results.md); run it while nothing else runs.
 """
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> int:
     parser.add_argument("--fp32", action="store_true", help="train in float32 even where bf16 is native")
     parser.add_argument("--compile", action="store_true",
                         help="time the training step through torch.compile")
+    parser.add_argument("--fused", action="store_true", help="fused AdamW kernel (optim.fused)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,15 +60,16 @@ def main() -> int:
     train_precision = "bf16" if train_bf16 else "fp32"
     layout = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
     print(f"{args.model}: patch {args.patch}, batch {args.batch}, {torch.get_num_threads()} threads, "
-          f"native bf16: {bf16}, training {args.memory_format}{', compiled' if args.compile else ''}")
-    print(f"| options | params | train step {train_precision} (ms) | infer fp32 (ms) | infer bf16 (ms) |")
-    print("|---|---|---|---|---|")
+          f"native bf16: {bf16}, training {args.memory_format}{', compiled' if args.compile else ''}"
+          f"{', fused AdamW' if args.fused else ''}")
+    print(f"| options | params | train step {train_precision} (ms) | AdamW (ms) | infer fp32 (ms) | infer bf16 (ms) |")
+    print("|---|---|---|---|---|---|")
     for text in args.config or ["{}"]:
         options = json.loads(text)
         torch.manual_seed(0)
         model = build(args.model, **options).to(memory_format=layout)
         params = sum(p.numel() for p in model.parameters())
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.fused or None)
         x = torch.rand(args.batch, 3, args.patch, args.patch).contiguous(memory_format=layout)
         y = x * 0.9
         net = torch.compile(model) if args.compile else model
@@ -81,6 +85,7 @@ def main() -> int:
         for _ in range(3):
             step()
         train_ms = _median_ms(step, args.steps)
+        opt_ms = _median_ms(opt.step, args.steps)  # the gradients of the last step are still there
         model = model.to(memory_format=torch.contiguous_format).eval()  # inference: as before, contiguous
         multiple = get_spec(args.model).size_multiple
         h, w = (-(-321 // multiple) * multiple, -(-481 // multiple) * multiple)
@@ -93,7 +98,8 @@ def main() -> int:
             infer()
             results.append(_median_ms(infer, 5))
         bf16_ms = f"{results[1]:.0f}" if bf16 else "n/a (emulated)"
-        print(f"| {text} | {params / 1e6:.2f}M | {train_ms:.0f} | {results[0]:.0f} | {bf16_ms} |", flush=True)
+        print(f"| {text} | {params / 1e6:.2f}M | {train_ms:.0f} | {opt_ms:.1f} | {results[0]:.0f} | {bf16_ms} |",
+              flush=True)
     return 0
 
 

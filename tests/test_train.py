@@ -187,21 +187,23 @@ def _same(a, b) -> bool:
     return a == b
 
 
-@pytest.mark.parametrize("recipe", ["plain", "plateau+synthetic"])
+@pytest.mark.parametrize("recipe", ["plain", "plateau+synthetic", "fused optimiser"])
 def test_resume_gives_the_same_weights_as_one_run(tmp_path, shared, monkeypatch, recipe):
     """6 steps in one go == 3 steps, stop at a checkpoint, resume, 3 more steps: bit-identical."""
     path = str(write_config(tmp_path, shared))
-    recipe_keys = []
-    if recipe != "plain":  # schedule state and the synthetic-rain generator must survive the resume too
+    recipe_keys = ["optim.fused=true"] if recipe == "fused optimiser" else []
+    if recipe == "plateau+synthetic":  # schedule state and the synthetic-rain generator must survive the resume
         fake_synth(monkeypatch)
         recipe_keys = ["data.synth_ratio=0.5", f"data.synth_clean={shared('data/clean/kodak24')}",
                        "schedule.name=plateau", "schedule.patience=0", f"data.val={shared('data/rain100l')}",
                        "data.val_max_images=1", "val_every=2"]
-    whole = Trainer(load_config(path, TINY + recipe_keys + ["name=whole"])).fit()
+    trainer = Trainer(load_config(path, TINY + recipe_keys + ["name=whole"]))
+    assert bool(trainer.optimizer.defaults.get("fused")) == (recipe == "fused optimiser")
+    whole = trainer.fit()
     first = Trainer(load_config(path, TINY + recipe_keys + ["name=pieces"])).fit(stop_at=3)
     at_3 = _states(first)
     assert at_3["step"] == 3
-    if recipe != "plain":
+    if recipe == "plateau+synthetic":
         assert math.isfinite(at_3["schedule"]["best"])  # the validation at step 2 is in the saved state
         assert Trainer(load_config(path, TINY + recipe_keys + ["name=pieces"]),
                        resume=str(first)).schedule.state_dict() == at_3["schedule"]

@@ -182,7 +182,7 @@ class Trainer:
 
         opt_cls = torch.optim.AdamW if config.optim.name == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
-                                 weight_decay=config.optim.weight_decay)
+                                 weight_decay=config.optim.weight_decay, fused=config.optim.fused or None)
         self.schedule = make_schedule(config.schedule, config.optim.lr, config.total_steps)
         self.loss = build_loss(config.loss).to(self.device)
         if self.loss.needs_selector and not (config.data.tasks and getattr(self.model, "has_selector", False)):
