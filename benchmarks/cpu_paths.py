@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import platform
 import resource
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from derain.metrics import psnr_ssim
 from derain.models import get_spec
 from derain.hardware import cpu_supports_bf16
 from derain.weights import default_checkpoint
+from timing import median_ms
 
 RAIN100L = Path("../shared/data/rain100l")
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -42,16 +42,6 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-
-
-def _median_ms(forward: Forward, x: torch.Tensor, runs: int) -> float:
-    forward(x)  # warm-up (oneDNN primitive caches, compiled graphs)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        forward(x)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def conv_gmac(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -158,7 +148,7 @@ def main() -> int:
         paths = build_paths(model, name, weights, multiple, workdir, x)
         reference = None
         for label, (forward, note) in paths.items():
-            ms = _median_ms(forward, x, args.runs)
+            ms = median_ms(lambda: forward(x), args.runs, warmup=1)  # oneDNN caches, compiled graphs
             y = forward(x)
             reference = y if reference is None else reference
             error = float((y - reference).abs().max() / reference.abs().max())

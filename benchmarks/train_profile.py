@@ -13,22 +13,12 @@ import argparse
 import statistics
 import tempfile
 import time
-from typing import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from derain.train import Trainer, load_config
-
-
-def median_ms(fn: Callable[[], object], runs: int) -> float:
-    """Median milliseconds of ``fn()`` over ``runs`` calls."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+from timing import median_ms
 
 
 def main() -> int:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -28,15 +26,7 @@ import torch.nn.functional as F
 from derain.infer import primary_output
 from derain.models import build, get_spec
 from derain.train.loop import cpu_supports_bf16
-
-
-def _median_ms(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+from timing import median_ms
 
 
 def main() -> int:
@@ -84,8 +74,8 @@ def main() -> int:
         model.train()
         for _ in range(3):
             step()
-        train_ms = _median_ms(step, args.steps)
-        opt_ms = _median_ms(opt.step, args.steps)  # the gradients of the last step are still there
+        train_ms = median_ms(step, args.steps)
+        opt_ms = median_ms(opt.step, args.steps)  # the gradients of the last step are still there
         model = model.to(memory_format=torch.contiguous_format).eval()  # inference: as before, contiguous
         multiple = get_spec(args.model).size_multiple
         h, w = (-(-321 // multiple) * multiple, -(-481 // multiple) * multiple)
@@ -96,7 +86,7 @@ def main() -> int:
                 with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
                     model(image)
             infer()
-            results.append(_median_ms(infer, 5))
+            results.append(median_ms(infer, 5))
         bf16_ms = f"{results[1]:.0f}" if bf16 else "n/a (emulated)"
         print(f"| {text} | {params / 1e6:.2f}M | {train_ms:.0f} | {opt_ms:.1f} | {results[0]:.0f} | {bf16_ms} |",
               flush=True)
