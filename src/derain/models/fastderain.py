@@ -14,10 +14,11 @@ Design (measured on a 2-core AVX-512 BF16 CPU, see docs/results.md):
   own rain prediction. Its entry into the trunk and its head start at zero, so a trained network without it
   can be *grown* into one with it and start from exactly the same function (see :func:`grown_state_dict`).
 
-:meth:`FastDerain.fold` turns every RepConv into a plain ``nn.Conv2d`` and moves each residual block's scale into
-its second convolution for deployment; the folded network gives the same output (to float rounding). Checkpoints hold the training (unfolded) form; loading a folded
-state dict into an unfolded model is also supported, because a folded kernel is a valid 3x3 branch with
-zero 1x1 and identity branches.
+:meth:`FastDerain.fold` turns every RepConv into a plain ``nn.Conv2d`` and moves each residual block's scale
+into its second convolution for deployment; the folded network gives the same output (to float rounding).
+Checkpoints hold the training (unfolded) form; loading a folded state dict into an unfolded model is also
+supported, because a folded kernel is a valid 3x3 branch with zero 1x1 and identity branches, and a folded
+block's scale is one.
 """
 from __future__ import annotations
 
