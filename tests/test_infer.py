@@ -1,6 +1,8 @@
 """Inference engine: padding, tiling with blending, self-ensemble, precision and device choice."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from derain.errors import DerainError
 from derain.models import build
 from derain.data.datasets import dihedral
 from derain.infer import (ENSEMBLES, InferenceOptions, autocast_dtype, count_tiles, dihedral_tensor,
-                          ensemble_forward, pad_to_multiple, resolve_device, restore, tile_starts,
+                          ensemble_forward, pad_to_multiple, resolve_device, restore, tile_layout, tile_starts,
                           undo_dihedral_tensor)
 
 
@@ -76,12 +78,19 @@ def test_tiled_matches_whole_image(rainy, tile, overlap):
 @pytest.mark.parametrize("multiple", [1, 16])
 def test_tiles_cover_the_image_with_enough_overlap(multiple):
     for length in (96, 480, 2848, 4288):
-        for tile, overlap in ((128, 32), (512, 64), (256, 96)):
-            starts = tile_starts(length, tile, overlap, multiple)
-            assert starts[0] == 0 and min(length, starts[-1] + tile) == length
+        for tile, overlap in ((128, 32), (512, 64), (256, 96), (1024, 64)):
+            side, starts = tile_layout(length, tile, overlap, multiple)
+            assert starts == tile_starts(length, tile, overlap, multiple)
+            assert side <= tile and side % multiple == 0 and (side == tile or len(starts) > 1 or side == length)
+            assert starts[0] == 0 and starts[-1] + side == length  # the last tile ends at the border
             assert all(s % multiple == 0 for s in starts)
             gaps = [b - a for a, b in zip(starts, starts[1:])]
-            assert all(tile - g >= overlap for g in gaps)
+            assert all(side - g >= overlap for g in gaps)
+            # As few tiles as the overlap allows, so no more pixels computed than with tiles of the full side.
+            fewest = 1 if length <= tile else math.ceil((length - overlap) / (tile - overlap))
+            assert len(starts) == fewest
+    # A 12-megapixel photo's long side: 5 tiles of 912 instead of 5 of 1024 (4,560 pixels computed, not 5,120).
+    assert tile_layout(4288, 1024, 64, 16) == (912, [0, 848, 1696, 2528, 3376])
 
 
 @pytest.mark.parametrize("tile,overlap", [(256, 64), (256, 96), (512, 64)])

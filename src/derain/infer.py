@@ -155,25 +155,35 @@ def ensemble_forward(forward: Forward, ensemble: bool | str = True) -> Forward:
     return wrapped
 
 
-def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering ``length`` with at least ``overlap`` shared pixels.
+def tile_layout(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[int, list[int]]:
+    """``(side, starts)``: the tiles along one axis of ``length`` pixels, each ``side`` long (at most ``tile``),
+    sharing at least ``overlap`` pixels with the next.
 
-    Tiles are spread evenly, so the overlaps are all about the same size and the last tile ends exactly at
-    the border (no tile sticks out, no tiny leftover tile). Starts are multiples of ``multiple`` (the
-    network's size multiple; ``length`` and ``tile`` are multiples of it too): a network that downsamples by
-    16 computes the same thing in a tile as in the whole image only when the tile sits on its 16-pixel grid.
+    As few tiles as the overlap allows, spread evenly, and each as short as that count of tiles allows: the
+    last tile ends exactly at the border and no pixel is computed more often than the overlaps need (tiles of
+    the full ``tile`` side would overlap more; on a 4288-pixel side, 5 tiles of 1024 compute 5,120 pixels where
+    5 tiles of 912 compute 4,560). Sides and starts are multiples of ``multiple`` (the network's size multiple;
+    ``length`` and ``tile`` are multiples of it too): a network that downsamples by 16 computes the same thing
+    in a tile as in the whole image only when the tile sits on its 16-pixel grid.
     """
     if length <= tile:
-        return [0]
+        return length, [0]
     if overlap >= tile:
         raise DerainError(f"tile overlap ({overlap}) must be smaller than the tile size ({tile})")
     count = math.ceil((length - overlap) / (tile - overlap))
     while True:
-        step = (length - tile) / (count - 1)
-        starts = [round(i * step / multiple) * multiple for i in range(count)]
-        if all(b - a <= tile - overlap for a, b in zip(starts, starts[1:])):  # snapping kept the overlap
-            return starts
+        side = min(tile, multiple * math.ceil((length + (count - 1) * overlap) / (count * multiple)))
+        for side in range(side, tile + 1, multiple):
+            step = (length - side) / (count - 1)
+            starts = [round(i * step / multiple) * multiple for i in range(count)]
+            if all(b - a <= side - overlap for a, b in zip(starts, starts[1:])):  # snapping kept the overlap
+                return side, starts
         count += 1
+
+
+def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
+    """Start offsets of the tiles of :func:`tile_layout` along one axis."""
+    return tile_layout(length, tile, overlap, multiple)[1]
 
 
 def _ramp(length: int, start_fade: bool, end_fade: bool, overlap: int, device: torch.device) -> torch.Tensor:
@@ -200,10 +210,12 @@ def _ramp(length: int, start_fade: bool, end_fade: bool, overlap: int, device: t
 
 
 def iter_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 1) -> Iterator[tuple[int, int, int, int]]:
-    """(top, left, height, width) of every tile of an ``h`` x ``w`` image."""
-    for top in tile_starts(h, tile, overlap, multiple):
-        for left in tile_starts(w, tile, overlap, multiple):
-            yield top, left, min(tile, h - top), min(tile, w - left)
+    """(top, left, height, width) of every tile of an ``h`` x ``w`` image (all of one shape)."""
+    tile_h, tops = tile_layout(h, tile, overlap, multiple)
+    tile_w, lefts = tile_layout(w, tile, overlap, multiple)
+    for top in tops:
+        for left in lefts:
+            yield top, left, tile_h, tile_w
 
 
 def tiled_forward(forward: Forward, tile: int, overlap: int,
@@ -283,7 +295,7 @@ DEFAULT_BYTES_PER_PIXEL = 16_000
 IMAGE_BYTES_PER_PIXEL = 48
 # A photo of this many pixels must always fit (24 megapixels, the largest common camera size).
 RESERVED_IMAGE_PIXELS = 24_000_000
-# Larger tiles stop paying: at 1024 the overlap of 64 already costs under 15% extra work.
+# Larger tiles stop paying: at 1024 the overlap of 64 costs 11% extra work on a 12-megapixel photo (tile_layout).
 MAX_TILE = {"cpu": 1024, "cuda": 2048}
 
 
