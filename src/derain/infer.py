@@ -172,8 +172,8 @@ def tile_layout(length: int, tile: int, overlap: int, multiple: int = 1) -> tupl
         raise DerainError(f"tile overlap ({overlap}) must be smaller than the tile size ({tile})")
     count = math.ceil((length - overlap) / (tile - overlap))
     while True:
-        side = min(tile, multiple * math.ceil((length + (count - 1) * overlap) / (count * multiple)))
-        for side in range(side, tile + 1, multiple):
+        shortest = min(tile, multiple * math.ceil((length + (count - 1) * overlap) / (count * multiple)))
+        for side in range(shortest, tile + 1, multiple):
             step = (length - side) / (count - 1)
             starts = [round(i * step / multiple) * multiple for i in range(count)]
             if all(b - a <= side - overlap for a, b in zip(starts, starts[1:])):  # snapping kept the overlap
