@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import math
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -56,13 +57,23 @@ class TrainBatches:
             self._synthesize = synth.synthesize
 
     @classmethod
-    def from_config(cls, data: DataConfig, seed: int) -> "TrainBatches":
-        """Load what ``data`` names (real pairs only when they are used; clean images only for synthesis)."""
+    def from_config(cls, data: DataConfig, seed: int, cache_dir: Path | None = None,
+                    device: torch.device | None = None, log: Callable[[str], None] = print) -> "TrainBatches":
+        """Load what ``data`` names (real pairs only when they are used; clean images only for synthesis).
+
+        With ``data.teacher`` the real pairs' targets come from the teacher (:mod:`derain.train.teacher`, run on
+        ``device``, cached in ``cache_dir``).
+        """
         real = None
         if data.synth_ratio < 1.0:
             assert data.train is not None  # validate() guarantees it
-            real = PairedPatches(load_pairs(data.train, data.train_max_images), seed=seed, augment=data.augment,
-                                 rain_mix=data.rain_mix)
+            pairs = load_pairs(data.train, data.train_max_images)
+            if data.teacher:
+                from derain.train.teacher import distilled_pairs
+
+                pairs = distilled_pairs(pairs, data.teacher, data.teacher_ensemble, data.teacher_mix,
+                                        cache_dir, device, log)
+            real = PairedPatches(pairs, seed=seed, augment=data.augment, rain_mix=data.rain_mix)
         clean = None
         if data.synth_ratio > 0:
             assert data.synth_clean is not None
@@ -132,11 +143,13 @@ class TrainBatches:
             self.generator.set_state(state["generator"])
 
 
-def make_batches(data: DataConfig, seed: int) -> "TrainBatches | TaskBatches":
+def make_batches(data: DataConfig, seed: int, cache_dir: Path | None = None, device: torch.device | None = None,
+                 log: Callable[[str], None] = print) -> "TrainBatches | TaskBatches":
     """The batch source ``data`` describes: :class:`TrainBatches` (pairs -> (input, target)) or, when
-    ``data.tasks`` is set, all-in-one :class:`~derain.data.tasks.TaskBatches` (-> (input, target, task))."""
+    ``data.tasks`` is set, all-in-one :class:`~derain.data.tasks.TaskBatches` (-> (input, target, task)).
+    ``cache_dir``, ``device`` and ``log`` serve ``data.teacher`` (see :meth:`TrainBatches.from_config`)."""
     if not data.tasks:
-        return TrainBatches.from_config(data, seed)
+        return TrainBatches.from_config(data, seed, cache_dir, device, log)
     from derain.data.tasks import TaskBatches, TaskSettings
 
     settings = TaskSettings(tasks=tuple(data.tasks), rain_synth_ratio=data.synth_ratio,

@@ -66,6 +66,12 @@ class DataConfig:
     # Probability that a real training patch gets another pair's rain layer (input - target) on its own clean
     # patch: more rain/background combinations from the same pairs (additive rain only, e.g. Rain100L).
     rain_mix: float = 0.0
+    # Self-distillation (derain.train.teacher): the real pairs' targets become ``teacher_mix`` x the output of
+    # the model in ``teacher`` (a checkpoint or run folder) under self-ensemble ``teacher_ensemble`` plus
+    # (1 - ``teacher_mix``) x the ground truth, computed once per run and cached in its run folder.
+    teacher: str | None = None
+    teacher_ensemble: str = "flips"
+    teacher_mix: float = 1.0
     # All-in-one training: patches of these tasks in balanced rounds (derain.data.tasks.TaskBatches), rain
     # from ``train`` (plus ``synth_ratio`` synthetic), the other tasks synthesised from ``task_clean``.
     tasks: list[str] = field(default_factory=list)
@@ -317,6 +323,9 @@ def validate(config: TrainConfig) -> None:
         (bool(config.loss), "loss needs at least one term"),
         (0.0 <= config.data.synth_ratio <= 1.0, "data.synth_ratio must be in [0, 1]"),
         (0.0 <= config.data.rain_mix <= 1.0, "data.rain_mix must be in [0, 1]"),
+        (0.0 < config.data.teacher_mix <= 1.0, "data.teacher_mix must be in (0, 1]"),
+        (not config.data.teacher or not config.data.tasks, "data.teacher does not combine with data.tasks"),
+        (not config.data.teacher or config.data.synth_ratio < 1.0, "data.teacher needs real pairs (data.train)"),
         (config.data.augment in AUGMENTATIONS,
          f"data.augment must be one of {', '.join(AUGMENTATIONS)}, not {config.data.augment!r}"),
         (all(t in TASKS for t in config.data.tasks),

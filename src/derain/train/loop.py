@@ -144,6 +144,7 @@ class Logger:
             return
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
         tqdm.write(line)
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # a message may come before the run folder exists
         with self.path.open("a") as f:
             f.write(line + "\n")
 
@@ -168,8 +169,12 @@ class Trainer:
                               else torch.contiguous_format)
         self.model = self.model.to(memory_format=self.memory_format)
 
-        # Each rank draws its own patches (and synthetic rain): its samplers are seeded with seed + rank.
-        self.batches = make_batches(config.data, seed=config.seed + self.dist.rank)
+        self.run_dir = config.run_dir()
+        self.log = Logger(self.run_dir / "train.log", enabled=self.is_main)
+        # Each rank draws its own patches (and synthetic rain): its samplers are seeded with seed + rank. Only
+        # rank 0 caches teacher targets (data.teacher) in the run folder; the others compute the same ones.
+        self.batches = make_batches(config.data, seed=config.seed + self.dist.rank,
+                                    cache_dir=self.run_dir if self.is_main else None, device=self.device, log=self.log)
         for stage in self._stages():
             self.batches.check_patch(stage.patch)
             if stage.patch % self.spec.size_multiple:
@@ -193,10 +198,8 @@ class Trainer:
         self.saved_step = -1
         self.best_psnr = -math.inf
 
-        self.run_dir = config.run_dir()
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = Logger(self.run_dir / "train.log", enabled=self.is_main)
         self.tb = _tensorboard_writer(self.run_dir / "tensorboard", self.is_main) if config.tensorboard else None
         if resume:
             self._load_state(resume)
