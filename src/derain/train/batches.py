@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import math
-from types import ModuleType
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
