@@ -138,13 +138,16 @@ class Logger:
     def __init__(self, path: Path, enabled: bool = True) -> None:
         self.path = path
         self.enabled = enabled
+        self._folder_made = False  # a message may come before the trainer makes the run folder
 
     def __call__(self, message: str) -> None:
         if not self.enabled:
             return
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
         tqdm.write(line)
-        self.path.parent.mkdir(parents=True, exist_ok=True)  # a message may come before the run folder exists
+        if not self._folder_made:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._folder_made = True
         with self.path.open("a") as f:
             f.write(line + "\n")
 
