@@ -86,7 +86,7 @@ def test_bad_inputs_get_one_clear_line(bundled_onnx, shared, tmp_path, capsys):
     rainy = str(shared("data/rain100l/rainy/rain-001.png"))
     # The file exists: not replaced without --overwrite.
     assert main(["export", "--onnx", str(path)]) != 0
-    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
     # onnxruntime needs an exported file, not a PyTorch checkpoint.
     assert main(["run", rainy, "-o", str(tmp_path / "o"), "--backend", "onnxruntime",
                  "--weights", str(default_checkpoint())]) != 0

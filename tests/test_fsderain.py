@@ -237,6 +237,15 @@ def test_faithful_run(shared, tmp_path) -> None:
     log = (tmp_path / "run" / "train.log").read_text()
     assert "faithful" in log and "64x64 whole-image resizes" in log
     assert "SSIM without gradient" in log and "mask without fftshift" in log
+    # A second run into the same folder asks first, then (asked) starts from the folder's own last weights.
+    last = tmp_path / "run" / "last.safetensors"
+    first = last.read_bytes()
+    quick = QUICK + ["loss.perceptual=0", "max_steps=1", "data.train_max_images=3", "data.val_holdout=0"]
+    with pytest.raises(DerainError, match="already holds a run"):
+        finetune(last, data, run_dir=tmp_path / "run", overrides=quick)
+    assert last.read_bytes() == first
+    assert finetune(last, data, run_dir=tmp_path / "run", overrides=quick, overwrite=True) == last
+    assert last.read_bytes() != first
 
 
 def test_unpaired_finetune_on_real_rain(shared, tmp_path) -> None:

@@ -302,7 +302,7 @@ def test_training_on_synthetic_rain_only(monkeypatch, tmp_path, shared):
     assert "on synthetic rain from 24 clean images (100% of each batch)" in log
     with pytest.raises(DerainError, match="patch size 1024 is larger than the smallest clean image"):
         train_from_config(path, TINY + ["data.patch=1024", "data.train=null", "data.synth_ratio=1.0",
-                                        f"data.synth_clean={clean}"])
+                                        f"data.synth_clean={clean}"], overwrite=True)
 
 
 def test_real_synth_module_plugs_in(shared):
@@ -325,6 +325,17 @@ def test_time_budget_stops_at_a_checkpoint_then_auto_resume_finishes(tmp_path, s
     assert "stopped at step" in log and "--resume" in log
     last = train_from_config(path, TINY, resume="auto")
     assert _states(last)["step"] == 6
+
+
+def test_a_second_run_never_replaces_an_earlier_ones_checkpoints_unasked(tmp_path, shared):
+    path = str(write_config(tmp_path, shared))
+    last = train_from_config(path, [*TINY, "stop_step=3"])
+    first = last.read_bytes()
+    with pytest.raises(DerainError, match="already holds a run .*--resume auto.*--overwrite"):
+        train_from_config(path, [*TINY, "stop_step=3", "seed=5"])
+    assert last.read_bytes() == first  # the earlier run's weights are untouched
+    again = train_from_config(path, [*TINY, "stop_step=3", "seed=5"], overwrite=True)
+    assert again == last and last.read_bytes() != first and _states(last)["step"] == 3
 
 
 def test_a_diverging_run_stops_with_one_line_and_a_healthy_one_does_not(tmp_path, shared):

@@ -22,6 +22,7 @@ from derain.imageio import read_image, read_uint8_rgb, write_image
 from derain.infer import InferenceOptions, prepare_for, resolve_device, restore
 from derain.metrics import describe, psnr_ssim
 from derain.models import count_parameters, get_spec
+from derain.overwrite import refuse_existing
 from derain.runner import resolve_weights
 
 
@@ -36,6 +37,7 @@ class BenchJob:
     device: str = "auto"
     options: InferenceOptions = field(default_factory=InferenceOptions)
     save_dir: Path | None = None  # also write the restored images here, per set
+    overwrite: bool = False  # replace restored images already saved there
     limit: int | None = None  # only the first N pairs of each set (quick checks)
     quiet: bool = False
 
@@ -62,6 +64,9 @@ def run_bench(job: BenchJob) -> BenchResult:
             if name in sets:
                 raise DerainError(f"two benchmark sets are both named {name!r}; pass them in separate runs")
             sets[name] = pairs[: job.limit] if job.limit else pairs
+    if job.save_dir is not None:
+        refuse_existing((job.save_dir / name / pair.input.name for name, pairs in sets.items() for pair in pairs),
+                        job.overwrite)
     device = resolve_device(job.device)
     model, name = load_model(job.model, weights)
     parameters = count_parameters(model)  # of the network as trained (folding can add biases)

@@ -20,6 +20,7 @@ from derain.errors import DerainError
 from derain.fft_view import log_amplitude, to_grey_uint8
 from derain.imageio import expand_inputs, read_uint8_rgb
 from derain.metrics import PROTOCOLS, describe, psnr_ssim
+from derain.overwrite import refuse_existing
 
 INSET_COLOUR = (230, 40, 40)
 BACKGROUND = (255, 255, 255)
@@ -45,6 +46,7 @@ class CompareJob:
     inset_size: int = 48
     panel_width: int = 280
     limit: int | None = None
+    overwrite: bool = False  # replace an existing sheet
 
 
 @dataclass
@@ -339,6 +341,7 @@ def compare(job: CompareJob) -> Path:
     output = job.output
     if output.suffix.lower() != ".png":
         raise DerainError(f"the sheet is written as PNG: name it *.png, not {output.name}")
+    refuse_existing([output], job.overwrite)
     rows = gather_rows(job)
     if not rows:
         raise DerainError("no input images to compare")

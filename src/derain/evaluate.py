@@ -17,6 +17,7 @@ from derain.data import find_datasets, pair_folders
 from derain.errors import DerainError
 from derain.imageio import IMAGE_SUFFIXES, expand_inputs, read_uint8_rgb
 from derain.metrics import describe, niqe, psnr_ssim
+from derain.overwrite import refuse_existing
 
 
 @dataclass
@@ -55,7 +56,7 @@ def ground_truth_sets(pred_dir: Path, gt_dir: Path) -> dict[str, list[tuple[Path
     """
     for folder, role in ((pred_dir, "results"), (gt_dir, "ground-truth")):
         if not folder.is_dir():
-            raise DerainError(f"{role} folder {folder} does not exist")
+            raise DerainError(f"{role} folder {folder} " + ("is not a folder" if folder.exists() else "does not exist"))
     if has_images(gt_dir):
         return {gt_dir.name: pair_folders(pred_dir, gt_dir)}
     datasets = find_datasets(gt_dir)
@@ -124,10 +125,19 @@ def full_reference_table(results: list[SetScore], protocol: str) -> str:
     return format_table(["set", "images", "PSNR (dB)", "SSIM"], rows) + f"\nprotocol: {protocol}: {describe(protocol)}"
 
 
-def write_reports(results: list[SetScore], out: Path, protocol: str) -> tuple[Path, Path]:
-    """Write ``<out>.csv`` (one row per image) and ``<out>.json`` (summary); ``out`` may end in .json/.csv."""
+def report_paths(out: Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """``(<out>.csv, <out>.json)`` (``out`` may end in .json/.csv); existing ones are an error unless
+    ``overwrite``."""
     base = out.with_suffix("") if out.suffix.lower() in (".json", ".csv") else out
-    csv_path, json_path = base.with_suffix(".csv"), base.with_suffix(".json")
+    paths = base.with_suffix(".csv"), base.with_suffix(".json")
+    refuse_existing(paths, overwrite)
+    return paths
+
+
+def write_reports(results: list[SetScore], out: Path, protocol: str, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write ``<out>.csv`` (one row per image) and ``<out>.json`` (summary); ``out`` may end in .json/.csv."""
+    csv_path, json_path = report_paths(out, overwrite)
+    base = csv_path.with_suffix("")
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
         with open(csv_path, "w", newline="") as f:

@@ -176,13 +176,13 @@ def export_checkpoint(model: str | None, weights: str | None, output: str | Path
     """``derain export --onnx``: load a checkpoint (default: the bundled model) and export it, checked."""
     from derain.checkpoints import load_model
     from derain.models import get_spec
+    from derain.overwrite import refuse_existing
     from derain.runner import resolve_weights
 
     output = Path(output)
     if output.suffix != ".onnx":
         raise DerainError(f"the ONNX file name must end in .onnx, got {output}")
-    if output.exists() and not overwrite:
-        raise DerainError(f"{output} exists; pass --overwrite to replace it")
+    refuse_existing([output], overwrite)
     if not output.parent.is_dir():
         raise DerainError(f"output folder {output.parent} does not exist")
     net, name = load_model(model, resolve_weights(model, weights))

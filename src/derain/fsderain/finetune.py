@@ -36,7 +36,7 @@ from derain.fsderain.unpaired import UnpairedObjective
 from derain.infer import InferenceOptions, primary_output, resolve_device, restore
 from derain.models import get_spec
 from derain.precision import autocast_context
-from derain.train.loop import LAST, Logger, autocast_dtype, to_uint8, weights_path_for
+from derain.train.loop import LAST, Logger, autocast_dtype, claim_run_dir, to_uint8, weights_path_for
 
 BEST = "best.safetensors"
 Pairs = list[tuple[str, np.ndarray, np.ndarray]]
@@ -171,7 +171,7 @@ class FineTuner:
     """Everything one fine-tuning run needs; :meth:`fit` runs it. See the module docstring."""
 
     def __init__(self, checkpoint: str | Path, config: FinetuneConfig, run_dir: str | Path | None = None,
-                 perceptual: nn.Module | None = None) -> None:
+                 perceptual: nn.Module | None = None, overwrite: bool = False) -> None:
         self.config = cfg = config
         self.started = time.monotonic()
         if cfg.data.train is None:
@@ -238,6 +238,7 @@ class FineTuner:
         self.step, self.best_psnr = 0, -math.inf
 
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir()
+        claim_run_dir(self.run_dir, overwrite)  # after the source is loaded: it may be this folder's last run
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = Logger(self.run_dir / "train.log")
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -355,11 +356,12 @@ class FineTuner:
 def finetune(checkpoint: str | Path, data: str | Path, config_path: str | Path | None = None, unpaired: bool = False,
              run_dir: str | Path | None = None, time_budget_minutes: float | None = None,
              overrides: Iterable[str] = (), model: str | None = None,
-             perceptual: nn.Module | None = None) -> Path:
+             perceptual: nn.Module | None = None, overwrite: bool = False) -> Path:
     """Fine-tune ``checkpoint`` on ``data`` as the config says; returns the run's ``last.safetensors``.
 
     ``overrides`` are ``key=value`` with dotted keys; ``model`` names the network for checkpoints that do not
-    name it; ``perceptual`` replaces the VGG perceptual module (tests).
+    name it; ``perceptual`` replaces the VGG perceptual module (tests); a run folder holding an earlier run's
+    checkpoints is an error unless ``overwrite``.
     """
     config = load_finetune_config(config_path, overrides, unpaired=unpaired)
     config.data.train = str(data)
@@ -367,7 +369,7 @@ def finetune(checkpoint: str | Path, data: str | Path, config_path: str | Path |
         config.model = model
     if time_budget_minutes is not None:
         config.time_budget_minutes = time_budget_minutes
-    return FineTuner(checkpoint, config, run_dir=run_dir, perceptual=perceptual).fit()
+    return FineTuner(checkpoint, config, run_dir=run_dir, perceptual=perceptual, overwrite=overwrite).fit()
 
 
 __all__: Sequence[str] = ["FineTuner", "ResizedPairs", "finetune", "load_source", "validate"]

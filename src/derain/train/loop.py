@@ -471,6 +471,7 @@ class Trainer:
         bar = tqdm(total=cfg.end_step, initial=self.step, disable=None if self.is_main else True,
                    dynamic_ncols=True, desc="train")
         loop_start, loop_start_step = time.monotonic(), self.step
+        logged_at, logged_step = loop_start, self.step  # the log's speed is of the steps since its last line
         running = None
         lowest = math.inf  # of the running loss in this process's part of the run, once settled
         stopped_early = False
@@ -484,10 +485,13 @@ class Trainer:
             bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
             per_step = (time.monotonic() - loop_start) / (self.step - loop_start_step)
             if self.step % cfg.log_every == 0:
-                eta = per_step * (cfg.end_step - self.step)
+                now = time.monotonic()
+                recent = (now - logged_at) / (self.step - logged_step)
+                logged_at, logged_step = now, self.step
+                eta = per_step * (cfg.end_step - self.step)  # from the mean speed: steadier than the recent one
                 terms = " ".join(f"{k} {v:.4f}" for k, v in parts.items()) if len(parts) > 1 else ""
                 self.log(f"step {self.step}/{cfg.total_steps} loss {running:.5f} {terms} lr {lr:.3e} "
-                         f"{per_step * 1000:.0f} ms/step ETA {eta / 60:.1f} min".replace("  ", " "))
+                         f"{recent * 1000:.0f} ms/step ETA {eta / 60:.1f} min".replace("  ", " "))
                 if self.tb is not None:
                     self.tb.add_scalar("train/loss", running, self.step)
                     self.tb.add_scalar("train/lr", lr, self.step)
@@ -516,12 +520,28 @@ class Trainer:
         return last
 
 
+def claim_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Make way for a new run in ``run_dir``: an earlier run's checkpoints there are an error unless
+    ``overwrite``, and are then removed, so that none of them passes for the new run's (its log is kept)."""
+    earlier = [run_dir / name for name in (LAST, "last" + STATE_SUFFIX, "last.pt", BEST, "best.pt")
+               if (run_dir / name).is_file()]
+    if not earlier:
+        return
+    if not overwrite:
+        raise DerainError(f"{run_dir} already holds a run ({', '.join(p.name for p in earlier)}); continue it with "
+                          "--resume auto, start it again with --overwrite, or name a new run with --set name=NEW")
+    if distributed.env_info().is_main:  # one process removes them; under torchrun the others only check
+        for path in earlier:
+            path.unlink(missing_ok=True)
+
+
 def train_from_config(config_path: str | None, overrides: Iterable[str] = (), time_budget_minutes: float | None = None,
-                      resume: str | None = None) -> Path:
+                      resume: str | None = None, overwrite: bool = False) -> Path:
     """Train from a YAML config (``overrides``: ``key=value`` with dotted keys); returns ``last.safetensors``.
 
     ``resume`` continues exactly from an earlier run of the same config: its run folder, ``last.safetensors``
     or ``last.state.pt``; ``resume="auto"`` resumes from the run folder's own state when there is one.
+    Without a resume, a run folder that holds an earlier run's checkpoints is an error unless ``overwrite``.
     ``time_budget_minutes`` stops cleanly at a checkpoint before the budget is spent.
     """
     config = load_config(config_path, overrides)
@@ -530,6 +550,8 @@ def train_from_config(config_path: str | None, overrides: Iterable[str] = (), ti
     if resume == "auto":
         candidate = config.run_dir() / ("last" + STATE_SUFFIX)
         resume = str(candidate) if candidate.is_file() else None
+    if resume is None:
+        claim_run_dir(config.run_dir(), overwrite)
     trainer = Trainer(config, resume=resume)
     try:
         return trainer.fit()
