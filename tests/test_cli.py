@@ -67,6 +67,48 @@ def test_run_folder_keeps_names_and_sizes_then_skips(rainy_dir, tiny_checkpoint,
     assert code == 0 and "wrote 1" in stdout
 
 
+def test_one_input_to_a_named_output_file(rainy_dir, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "results" / "clean.jpg"
+    code, stdout, err = run_cli("run", rainy_dir / "rain-001.png", "-o", out, "--weights", tiny_checkpoint, "-q",
+                                capsys=capsys)
+    assert code == 0, err
+    assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == ["clean.jpg"]
+    with Image.open(out) as written, Image.open(rainy_dir / "rain-001.png") as src:
+        assert written.format == "JPEG" and written.size == src.size
+    stamp = out.stat().st_mtime_ns
+    code, stdout, _ = run_cli("run", rainy_dir / "rain-001.png", "-o", out, "--weights", tiny_checkpoint, "-q",
+                              capsys=capsys)
+    assert code == 0 and "skipped 1" in stdout and out.stat().st_mtime_ns == stamp  # kept without --overwrite
+
+
+@pytest.mark.parametrize("extra, message", [((), "3 inputs"), (("--format", "png"), "disagrees")])
+def test_named_output_file_that_cannot_hold_the_result(extra, message, rainy_dir, tiny_checkpoint, tmp_path, capsys):
+    source = rainy_dir / "rain-001.png" if extra else rainy_dir
+    out = tmp_path / "clean.jpg"
+    code, _, err = run_cli("run", source, "-o", out, "--weights", tiny_checkpoint, *extra, "-q", capsys=capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1 and message in lines[0], err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option, value", [("--tile", "-5"), ("--tile-overlap", "-1"), ("--tile-threshold", "0")])
+def test_negative_tiling_options_are_refused(option, value, rainy_dir, tiny_checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["run", str(rainy_dir), "-o", str(tmp_path / "out"), "--weights", str(tiny_checkpoint), option, value])
+    assert stop.value.code == 2 and option in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_short_form_takes_options_first_and_version(rainy_dir, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "clean.png"
+    code, _, err = run_cli("-q", "-o", out, rainy_dir / "rain-001.png", "--weights", tiny_checkpoint, capsys=capsys)
+    assert code == 0 and out.is_file(), err
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    import derain
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"derain {derain.__version__}"
+
+
 def test_short_form_and_tiling_agree_with_the_api(rainy_dir, tiny_checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(rainy_dir / "rain-002.png", "--weights", tiny_checkpoint, "-q", capsys=capsys)
@@ -122,6 +164,9 @@ def test_shards_split_a_folder(rainy_dir, tiny_checkpoint, tmp_path, capsys):
     (["run", "IN", "--weights", "BARE", "--model", "restormer"], "does not fit"),
     (["eval", "--pred", "IN", "--gt", "IN", "--protocol", "psnr-magic"], "protocol"),
     (["bench", "no-such-model", "IN"], "unknown model"),
+    (["eval", "--pred", "FILE", "--gt", "IN"], "is not a folder"),
+    (["run", "IN", "--weights", "W", "--tile", "20"], "multiple of 8"),  # checked once, before any image
+    (["run", "IN", "--weights", "W", "--tile", "64", "--tile-overlap", "64"], "smaller than the tile"),
 ])
 def test_bad_input_is_one_clear_line(args, message, rainy_dir, tiny_checkpoint, capsys):
     if message == "GPU" and torch.cuda.is_available():
@@ -129,7 +174,7 @@ def test_bad_input_is_one_clear_line(args, message, rainy_dir, tiny_checkpoint, 
     # BARE: the tiny network's bare state_dict, which cannot fit the full deraining Restormer.
     bare = tiny_checkpoint.with_name("bare.pth")
     torch.save(build("restormer", **TINY).state_dict(), bare)
-    names = {"IN": str(rainy_dir), "W": str(tiny_checkpoint), "BARE": str(bare)}
+    names = {"IN": str(rainy_dir), "W": str(tiny_checkpoint), "BARE": str(bare), "FILE": str(rainy_dir / "rain-001.png")}
     args = [names.get(a, a) for a in args]
     code, out, err = run_cli(*args, capsys=capsys)
     assert code != 0
@@ -137,6 +182,13 @@ def test_bad_input_is_one_clear_line(args, message, rainy_dir, tiny_checkpoint, 
     assert len(lines) == 1 and lines[0].startswith("derain: error:"), err
     assert message in lines[0]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_refuses_a_port_out_of_range(port, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--port", port])
+    assert stop.value.code == 2 and "--port" in capsys.readouterr().err
 
 
 def test_unwritable_output_folder(rainy_dir, tiny_checkpoint, tmp_path, capsys):
@@ -161,6 +213,29 @@ def test_eval_rain100l_inputs_reproduce_the_matlab_reference(shared, tmp_path, c
     assert abs(only_set["ssim"] - np.mean([float(r[3]) for r in rows])) < 1e-5
     csv_rows = out.with_suffix(".csv").read_text().splitlines()
     assert len(csv_rows) == 101
+
+
+@pytest.mark.parametrize("command", ["compare", "eval", "bench"])
+def test_written_files_are_replaced_only_when_asked(command, shared, rainy_dir, tiny_checkpoint, tmp_path, capsys):
+    """A sheet, a report or a saved result that exists is refused, left as it was, then replaced on --overwrite."""
+    data = shared("data/rain100l")
+    args, existing = {
+        "compare": (["compare", rainy_dir / "rain-001.png", "-r", f"same={rainy_dir}", "-o", tmp_path / "s.png"],
+                    tmp_path / "s.png"),
+        "eval": (["eval", "--pred", data / "rainy", "--gt", data, "--out", tmp_path / "scores.json"],
+                 tmp_path / "scores.csv"),
+        "bench": (["bench", tiny_checkpoint, data, "--limit", "1", "--save", tmp_path / "saved", "-q"],
+                  tmp_path / "saved" / "rain100l" / "rain-001.png"),
+    }[command]
+    existing.parent.mkdir(parents=True, exist_ok=True)
+    existing.write_bytes(b"the user's own file")
+    code, _, err = run_cli(*args, capsys=capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1 and "--overwrite" in lines[0], err
+    assert existing.read_bytes() == b"the user's own file"
+    code, _, err = run_cli(*args, "--overwrite", capsys=capsys)
+    assert code == 0, err
+    assert existing.read_bytes() != b"the user's own file"
 
 
 def test_eval_names_unmatched_files(shared, tmp_path, capsys):

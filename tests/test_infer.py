@@ -197,6 +197,13 @@ def test_absent_gpu_is_a_clear_error():
     assert resolve_device("auto").type == "cpu"
 
 
+@pytest.mark.parametrize("name, message", [("mps", "not supported"), ("meta", "not supported"),
+                                           ("gpu7", "unknown device")])
+def test_unsupported_device_is_a_clear_error(name, message):
+    with pytest.raises(DerainError, match=message):
+        resolve_device(name)
+
+
 def test_tile_must_fit_the_size_multiple(rainy):
     with pytest.raises(DerainError, match="multiple of 8"):
         restore(LocalConvNet(), rainy, 8, InferenceOptions(tile=100, tile_threshold=0))

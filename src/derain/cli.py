@@ -13,15 +13,47 @@ from derain.errors import DerainError
 
 SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "finetune", "synth", "serve", "compare", "export",
                "selfsup")
+TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
+
+
+def _pixels(text: str) -> int:
+    """A count of pixels, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more pixels, not {value}")
+    return value
 
 
 def _tile_side(text: str) -> int | None:
     if text == "auto":
         return None
     try:
-        return int(text)
+        return _pixels(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 0 or more pixels or auto, not {text!r}") from None
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels or auto, not {text!r}") from None
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, not {text!r}")
+    return value
+
+
+def _megapixels(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of megapixels, not {text!r}")
+    return value
 
 
 def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: bool = True) -> None:
@@ -46,8 +78,8 @@ def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: b
     p.add_argument("--tile", type=_tile_side, default=None,
                    help="tile side for large images, 0 = never tile (default auto: from the free memory, at most "
                         "1024 on the CPU)")
-    p.add_argument("--tile-overlap", type=int, default=64, help="pixels shared by neighbouring tiles (default 64)")
-    p.add_argument("--tile-threshold", type=float, default=1.0,
+    p.add_argument("--tile-overlap", type=_pixels, default=64, help="pixels shared by neighbouring tiles (default 64)")
+    p.add_argument("--tile-threshold", type=_megapixels, default=1.0,
                    help="tile images larger than this many megapixels (default 1.0)")
     # A bare --ensemble means flips: quarter turns make vertical rain horizontal, which a network trained
     # upright (the default model) never saw (dihedral costs it 5.4 dB on Rain100L, docs/results.md).
@@ -63,11 +95,14 @@ def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: b
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="derain", description="Remove rain from photos; train, evaluate and "
                                      "compare restoration networks. Short form: derain PHOTO... [-o OUT]")
+    from derain import __version__
+    parser.add_argument("--version", action="version", version=f"derain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="derain images, folders or globs")
     run.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    run.add_argument("-o", "--output", default="derained", help="output folder (default ./derained)")
+    run.add_argument("-o", "--output", default="derained",
+                     help="output folder (default ./derained), or, for one input, the output file (clean.png)")
     run.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     run.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output format (default: as input)")
     run.add_argument("--shard", help="process only part I of N of the files (0-based), e.g. 0/4")
@@ -92,12 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--protocol", default="matlab-y", help="matlab-y (default), rgb or skimage-rgb")
     ev.add_argument("--no-reference", nargs="+", metavar="INPUT", help="NIQE of these images/folders")
     ev.add_argument("--out", help="write per-image CSV and JSON summary to OUT(.csv|.json)")
+    ev.add_argument("--overwrite", action="store_true", help="replace the reports of --out if they exist")
 
     bench = sub.add_parser("bench", help="run a model over benchmark sets and print a paper-style table")
     bench.add_argument("model_or_checkpoint", help="a model name or a checkpoint file")
     bench.add_argument("datasets", nargs="+", metavar="DATASET_DIR", help="paired sets (or folders of sets)")
     bench.add_argument("--protocol", default="matlab-y", help="matlab-y (default), rgb or skimage-rgb")
     bench.add_argument("--save", help="also write the restored images to SAVE/<set>/")
+    bench.add_argument("--overwrite", action="store_true", help="replace images already saved under --save")
     bench.add_argument("--limit", type=int, help="only the first N pairs of each set")
     _inference_args(bench, fast=False)
 
@@ -116,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="local web page to derain photos in the browser (works offline)")
     srv.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: the network)")
-    srv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    srv.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
     srv.add_argument("--weights", action="append", default=[], metavar="[NAME=]CHECKPOINT",
                      help="offer another model besides the bundled default; NAME is its network (e.g. "
                           "restormer=deraining.pth) or any label for a self-describing checkpoint; repeatable")
@@ -131,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("-r", "--result", action="append", required=True, metavar="NAME=FOLDER",
                      help="a column of results, matched to the inputs by file name; repeatable")
     cmp.add_argument("-o", "--output", default="compare.png", help="sheet to write (default compare.png)")
+    cmp.add_argument("--overwrite", action="store_true", help="replace the sheet if it exists")
     cmp.add_argument("--gt", help="ground-truth folder or paired dataset folder: adds a column and PSNR/SSIM")
     cmp.add_argument("--protocol", default="matlab-y", help="PSNR/SSIM protocol: matlab-y (default), rgb, skimage-rgb")
     cmp.add_argument("--masks", help="folder of Rain2Avoid rain masks, matched by file name: adds a column")
@@ -153,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="PATH|auto",
                        help="continue exactly from a run: its folder, last.safetensors or last.state.pt; "
                             "'auto': the config's own run folder when it holds a state")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start the run again where its folder holds an earlier run's checkpoints (removed first)")
     train.add_argument("--use-committed", action="store_true",
                        help="recipes only: the stages up to the last one with committed weights are taken from those "
                             "weights where their run folders are gone, instead of being trained again")
@@ -171,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--model", help="network name, for checkpoints that do not name it (e.g. restormer for the "
                                     "official deraining.pth)")
     ft.add_argument("-o", "--output", metavar="RUN_DIR", help="run folder (default runs/<config name>)")
+    ft.add_argument("--overwrite", action="store_true",
+                    help="start again where the run folder holds an earlier run's checkpoints (removed first)")
     ft.add_argument("--time-budget", type=float, metavar="MINUTES",
                     help="stop cleanly, with the weights reached, before this many minutes")
     ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -241,6 +283,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from derain import evaluate
+    if args.out:
+        evaluate.report_paths(Path(args.out), args.overwrite)  # refused before the scoring, not after
     if args.no_reference:
         results = [evaluate.score_no_reference(args.no_reference)]
         s = results[0]
@@ -258,7 +302,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(evaluate.full_reference_table(results, args.protocol))
         protocol = args.protocol
     if args.out:
-        csv_path, json_path = evaluate.write_reports(results, Path(args.out), protocol)
+        csv_path, json_path = evaluate.write_reports(results, Path(args.out), protocol, args.overwrite)
         print(f"derain: per-image scores in {csv_path}, summary in {json_path}")
     return 0
 
@@ -269,7 +313,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     is_file = Path(target).is_file() or Path(target).suffix in (".pth", ".pt", ".safetensors", ".ckpt")
     job = BenchJob(model=args.model if is_file else target, weights=target if is_file else args.weights,
                    datasets=args.datasets, protocol=args.protocol, device=args.device, options=_options(args),
-                   save_dir=Path(args.save) if args.save else None, limit=args.limit, quiet=args.quiet)
+                   save_dir=Path(args.save) if args.save else None, overwrite=args.overwrite, limit=args.limit,
+                   quiet=args.quiet)
     print(bench_table(run_bench(job)))
     return 0
 
@@ -289,15 +334,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from derain.train import train_from_config
     from derain.train.recipe import is_recipe, run_recipe
     if is_recipe(args.config):
-        if args.resume:
-            raise DerainError("--resume is for one config; a recipe resumes its unfinished stage by itself")
+        if args.resume or args.overwrite:
+            raise DerainError("--resume and --overwrite are for one config; a recipe resumes its unfinished stage "
+                              "by itself")
         last, finished = run_recipe(args.config, args.set, time_budget_minutes=args.time_budget,
                                     use_committed=args.use_committed)
         print(f"derain: {'all stages done' if finished else 'stopped'}; weights in {last}")
         return 0
     if args.use_committed:
         raise DerainError("--use-committed is for recipes (a YAML file with a 'recipe:' list of stages)")
-    last = train_from_config(args.config, args.set, time_budget_minutes=args.time_budget, resume=args.resume)
+    last = train_from_config(args.config, args.set, time_budget_minutes=args.time_budget, resume=args.resume,
+                             overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
         print(f"derain: weights in {last}")
     return 0
@@ -306,7 +353,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from derain.fsderain.finetune import finetune
     last = finetune(args.source, args.data, config_path=args.config, unpaired=args.unpaired, run_dir=args.output,
-                    time_budget_minutes=args.time_budget, overrides=args.set, model=args.model)
+                    time_budget_minutes=args.time_budget, overrides=args.set, model=args.model,
+                    overwrite=args.overwrite)
     print(f"derain: weights in {last} (derain run --weights {last} PHOTOS)")
     return 0
 
@@ -336,7 +384,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      masks=Path(args.masks) if args.masks else None, fft=args.fft,
                      crop=parse_box(args.crop) if args.crop else None,
                      inset=parse_point(args.inset) if args.inset else None, inset_size=args.inset_size,
-                     panel_width=args.panel_width, limit=args.limit)
+                     panel_width=args.panel_width, limit=args.limit, overwrite=args.overwrite)
     path = compare(job)
     print(f"derain: wrote comparison sheet {path}")
     return 0
@@ -363,8 +411,8 @@ COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``derain`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
-        argv.insert(0, "run")  # short form: derain photo.jpg
+    if argv and argv[0] not in SUBCOMMANDS + TOP_LEVEL_OPTIONS:
+        argv.insert(0, "run")  # short form: derain photo.jpg, derain -q photo.jpg -o clean.jpg
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -51,13 +51,16 @@ class InferenceOptions:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an explicit GPU that is absent is a user error."""
+    """``auto`` -> CUDA when present, else CPU; an explicit GPU that is absent, or another device type (mps,
+    xla, meta: untested here), is a user error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise DerainError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):  # the two device types the paths here are built and tested on
+        raise DerainError(f"device {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DerainError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
@@ -324,10 +327,15 @@ def auto_tile(model: nn.Module, size_multiple: int, overlap: int, device: torch.
 
 def resolve_tile(options: InferenceOptions, model: nn.Module, size_multiple: int,
                  device: torch.device) -> InferenceOptions:
-    """``options`` with a concrete tile side (:func:`auto_tile` when it is None)."""
-    if options.tile is not None:
-        return options
-    return dataclasses.replace(options, tile=auto_tile(model, size_multiple, options.tile_overlap, device))
+    """``options`` with a concrete tile side (:func:`auto_tile` when it is None), checked against the model
+    before any image is read: a tile side must be a multiple of ``size_multiple`` and longer than the overlap."""
+    if options.tile is None:
+        return dataclasses.replace(options, tile=auto_tile(model, size_multiple, options.tile_overlap, device))
+    if options.tile > 0 and options.tile % size_multiple:
+        raise DerainError(f"tile size {options.tile} must be a multiple of {size_multiple} for this model")
+    if options.tile > 0 and options.tile_overlap >= options.tile:
+        raise DerainError(f"tile overlap ({options.tile_overlap}) must be smaller than the tile size ({options.tile})")
+    return options
 
 
 def all_in_one_network(model: nn.Module) -> nn.Module | None:
@@ -367,8 +375,6 @@ def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: 
     options = options or InferenceOptions()
     device = device or next(model.parameters()).device
     options = resolve_tile(options, model, size_multiple, device)
-    if options.tile > 0 and options.tile % size_multiple:
-        raise DerainError(f"tile size {options.tile} must be a multiple of {size_multiple} for this model")
     model = prepare_for(model, options, device)
     forward = padded_forward(model, size_multiple, device, None)  # the prepared model handles precision
     if ensemble_name(options.ensemble) != "none":

@@ -1,9 +1,9 @@
 """Deraining files and folders: the job behind ``derain run``.
 
 Reads images, restores them with :func:`derain.infer.restore`, writes them under the output folder with
-their own names, bit depth and EXIF. Existing outputs are skipped unless ``overwrite`` is set; an input file
-is never overwritten. Large folders can be split between processes with ``shard`` (or automatically under
-``torchrun``).
+their own names, bit depth and EXIF (or, for one input, to an output named like an image: ``-o clean.jpg``).
+Existing outputs are skipped unless ``overwrite`` is set; an input file is never overwritten. Large folders
+can be split between processes with ``shard`` (or automatically under ``torchrun``).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from derain.checkpoints import load_model
 from derain.errors import DerainError
-from derain.imageio import expand_inputs, read_image, write_image
+from derain.imageio import IMAGE_SUFFIXES, expand_inputs, read_image, write_image
 from derain.infer import (InferenceOptions, count_tiles, describe_choice, prepare_for, resolve_device, resolve_tile,
                           restore, set_task)
 from derain.models import get_spec
@@ -30,7 +30,7 @@ class RunJob:
     """Everything ``derain run`` needs to know."""
 
     inputs: list[str]
-    output_dir: Path
+    output_dir: Path  # a folder, or one image's output file when it is named like an image (``clean.png``)
     model: str | None = None
     weights: str | None = None
     device: str = "auto"
@@ -70,18 +70,41 @@ def torchrun_shard() -> tuple[int, int] | None:
 
 
 def shard_files(files: list[Path], shard: tuple[int, int] | None) -> list[Path]:
-    """The files this process handles: every n-th one starting at i (sizes stay balanced)."""
+    """The files (or their outputs) this process handles: every n-th one starting at i (sizes stay balanced)."""
     if shard is None:
         return files
     index, count = shard
     return files[index::count]
 
 
+_SAME_FORMAT = {".jpeg": (".jpg", ".jpeg"), ".tiff": (".tif", ".tiff")}  # --format names of an output's suffix
+
+
+def names_one_image(output: Path) -> bool:
+    """Whether ``-o output`` names one output image (``clean.png``) rather than a folder; an existing folder
+    with such a name stays a folder."""
+    return output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir()
+
+
 def output_paths(files: list[Path], output_dir: Path, suffix: str | None) -> list[Path]:
-    """Output path of each input; two inputs that would land on the same output are an error."""
+    """Output path of each input in ``output_dir``; two inputs that would land on the same output are an error."""
     outputs = [output_dir / (f.stem + suffix if suffix else f.name) for f in files]
     check_outputs(zip(files, outputs))
     return outputs
+
+
+def run_outputs(files: list[Path], output: Path, suffix: str | None) -> list[Path]:
+    """Output paths of ``derain run``: in the folder ``output``, or ``output`` itself when it is named like an
+    image, which needs exactly one input (and a ``suffix``, if given, that agrees with its name)."""
+    if not names_one_image(output):
+        return output_paths(files, output, suffix)
+    if len(files) != 1:
+        raise DerainError(f"-o {output} names one image file but there are {len(files)} inputs; "
+                          "give an output folder instead")
+    if suffix and suffix.lower() not in _SAME_FORMAT.get(output.suffix.lower(), (output.suffix.lower(),)):
+        raise DerainError(f"--format {suffix.lstrip('.')} disagrees with the output name {output}")
+    check_outputs([(files[0], output)])
+    return [output]
 
 
 def check_outputs(pairs: Iterable[tuple[Path, Path]]) -> None:
@@ -157,10 +180,10 @@ def restore_file(src: Path, dst: Path, model: torch.nn.Module, multiple: int, op
 def run(job: RunJob) -> RunReport:
     """Restore every input image of ``job``; per-file problems are collected, not fatal, until the end."""
     files = expand_inputs(job.inputs)
+    outputs = run_outputs(files, job.output_dir, job.suffix)
     shard = job.shard or torchrun_shard()
-    files = shard_files(files, shard)
-    outputs = output_paths(files, job.output_dir, job.suffix)
-    prepare_output_dir(job.output_dir)
+    files, outputs = shard_files(files, shard), shard_files(outputs, shard)
+    prepare_output_dir(job.output_dir.parent if names_one_image(job.output_dir) else job.output_dir)
 
     report = RunReport()
     todo = []
