@@ -142,8 +142,10 @@ def test_the_default_model_recipe_names_existing_configs_and_weights():
             trained = load_config(root / stage.config).model
             reference = build(trained.name, **trained.options).state_dict()
             assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.items()}
-    # The earlier recipes (half resolution; full resolution with 24, then 32 channels) stay reproducible.
-    for name in ("halfres_model.yaml", "fullres24_model.yaml", "fullres32_long_model.yaml"):
+    # The earlier recipes (half resolution; full resolution with 24, then 32 channels; the fifth lineage) stay
+    # reproducible.
+    for name in ("halfres_model.yaml", "fullres24_model.yaml", "fullres32_long_model.yaml",
+                 "fullres32_lr2e3_60k_model.yaml"):
         old = load_recipe(root / "configs" / name)
         assert all((root / stage.config).is_file() and stage.weights is None for stage in old)
 
