@@ -40,12 +40,12 @@ def fake_synth(monkeypatch) -> list:
             raise KeyError(f"unknown rain preset {name!r}")
         return {"preset": name}
 
-    def synthesize(clean: torch.Tensor, config: dict, generator: torch.Generator) -> torch.Tensor:
+    def synthesize_pair(clean: torch.Tensor, config: dict, generator: torch.Generator) -> tuple:
         calls.append((tuple(clean.shape), config, generator))
-        return (clean + 0.3 * torch.rand(clean.shape, generator=generator)).clamp(0, 1)
+        return (clean + 0.3 * torch.rand(clean.shape, generator=generator)).clamp(0, 1), clean
 
     module = types.ModuleType("derain.data.synth")
-    module.preset, module.synthesize = preset, synthesize
+    module.preset, module.synthesize_pair = preset, synthesize_pair
     monkeypatch.setitem(sys.modules, "derain.data.synth", module)
     return calls
 

@@ -207,17 +207,21 @@ class FastDerain(nn.Module):
         return super().load_state_dict(unfolded_state_dict(dict(state_dict), self), strict=strict, assign=assign)
 
     def grown_state_dict(self, source: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """``source`` (a trained network without the full-resolution level) completed with this network's own
-        initial full-resolution weights, and the names of the modules added.
+        """``source`` (a trained network without the full-resolution level, or with fewer residual blocks in a
+        stage) completed with this network's own initial weights for what it lacks, and the names of the
+        modules added.
 
-        The added level starts with a zero entry and a zero head, so the grown network computes exactly what
-        ``source`` computed; training then teaches the new level. Keys other than the level's must all be there.
+        The added level starts with a zero entry and a zero head, and an added residual block with a zero scale
+        (the identity), so the grown network computes exactly what ``source`` computed; training then teaches
+        the new modules. Every other key must be there.
         """
         own = self.state_dict()
         source = unfolded_state_dict(dict(source), self)
-        added = [k for k in own if k not in source and k.startswith("full_")]
+        source_blocks = {_block_of(k) for k in source}
+        added = [k for k in own if k not in source
+                 and (k.startswith("full_") or (_block_of(k) is not None and _block_of(k) not in source_blocks))]
         merged = {**source, **{k: own[k] for k in added}}
-        return merged, sorted({k.split(".")[0] for k in added})
+        return merged, sorted({k.split(".")[0] if k.startswith("full_") else str(_block_of(k)) for k in added})
 
     @torch.no_grad()
     def fold(self) -> "FastDerain":
@@ -232,6 +236,14 @@ class FastDerain(nn.Module):
             if isinstance(module, ResBlock):
                 module.fold_scale()
         return self
+
+
+def _block_of(key: str) -> str | None:
+    """``encoders.3.2`` for ``encoders.3.2.conv1.weight3`` (a residual block of a stage), else None."""
+    parts = key.split(".")
+    if len(parts) > 3 and parts[0] in ("encoders", "decoders") and parts[1].isdigit() and parts[2].isdigit():
+        return ".".join(parts[:3])
+    return None
 
 
 def unfolded_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

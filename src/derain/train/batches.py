@@ -1,6 +1,7 @@
 """Training batches: real rainy/clean pairs, synthetic pairs made on the fly from clean images, or a mix.
 
-A batch of B holds ``B * data.synth_ratio`` synthetic pairs in expectation (stochastic rounding, so a
+A batch of B holds ``B * data.synth_ratio`` synthetic pairs (each of one of the comma-separated presets of
+``data.synth_preset``) in expectation (stochastic rounding, so a
 ratio of 0.1 with batch 8 still means 10 % synthetic pairs overall, not none). Synthetic inputs come from
 :func:`derain.data.synth.synthesize` with a ``torch.Generator`` of our own, whose state is saved with the
 samplers' so that a resumed run draws exactly the rain an uninterrupted run would.
@@ -47,14 +48,15 @@ class TrainBatches:
             raise DerainError("no training data: set data.train, or data.synth_ratio 1 with data.synth_clean")
         self.real, self.clean, self.synth_ratio = real, clean, synth_ratio if clean is not None else 0.0
         self.generator = torch.Generator().manual_seed(_derived_seed(seed, 2))
-        self.rain_config: Any = None
+        self.rain_configs: list[Any] = []
         if self.synth_ratio > 0:
             synth = _synth_module()
             try:
-                self.rain_config = synth.preset(synth_preset)
+                # "real,heavy": each synthetic pair draws one of the presets, with equal chances
+                self.rain_configs = [synth.preset(name.strip()) for name in synth_preset.split(",")]
             except (KeyError, ValueError) as exc:
                 raise DerainError(f"config key 'data.synth_preset': {exc}") from None
-            self._synthesize = synth.synthesize
+            self._synthesize = synth.synthesize_pair
 
     @classmethod
     def from_config(cls, data: DataConfig, seed: int, cache_dir: Path | None = None,
@@ -78,6 +80,12 @@ class TrainBatches:
         if data.synth_ratio > 0:
             assert data.synth_clean is not None
             images = load_clean_images(data.synth_clean)
+            if data.synth_exclude == "heavy-val":
+                from derain.data.heavyval import is_held_out
+
+                kept = [(n, a) for n, a in images if not is_held_out(n)]
+                log(f"data.synth_exclude: left out {len(images) - len(kept)} heavy-val backgrounds")
+                images = kept
             clean = PairedPatches([(n, a, a) for n, a in images], seed=_derived_seed(seed, 1),
                                   label="clean image (data.synth_clean)")
         return cls(real, clean, data.synth_ratio, data.synth_preset, seed)
@@ -119,9 +127,15 @@ class TrainBatches:
         if n_synth > 0:
             assert self.clean is not None
             _, clean = self.clean.sample(n_synth, patch)
-            rainy = self._synthesize(clean, self.rain_config, self.generator)
-            xs.append(rainy.float().clamp_(0.0, 1.0))
-            ys.append(clean)
+            if len(self.rain_configs) == 1:
+                groups = [(self.rain_configs[0], clean)]
+            else:  # one draw per pair, whatever the presets
+                which = torch.randint(len(self.rain_configs), (n_synth,), generator=self.generator)
+                groups = [(c, clean[which == i]) for i, c in enumerate(self.rain_configs) if bool((which == i).any())]
+            for config, group in groups:
+                rainy, target = self._synthesize(group, config, self.generator)
+                xs.append(rainy.float().clamp_(0.0, 1.0))
+                ys.append(target)
         if len(xs) == 1:
             return xs[0], ys[0]
         return torch.cat(xs), torch.cat(ys)

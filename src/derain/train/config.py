@@ -60,6 +60,9 @@ class DataConfig:
     synth_ratio: float = 0.0
     synth_clean: str | None = None  # e.g. ../shared/data/clean
     synth_preset: str = "light"
+    # Clean images under synth_clean to leave out: "heavy-val" skips the backgrounds of the heavy-rain
+    # validation set (derain.data.heavyval), so that a model is never trained on them.
+    synth_exclude: str | None = None
     # Transforms of the real training patches: "dihedral" (all 8 flips and quarter turns), "flips" (the 4
     # that keep vertical rain streaks vertical) or "none" (see derain.data.datasets.AUGMENTATIONS).
     augment: str = "dihedral"
@@ -322,6 +325,8 @@ def validate(config: TrainConfig) -> None:
          "val_every, checkpoint_every and log_every must be positive"),
         (bool(config.loss), "loss needs at least one term"),
         (0.0 <= config.data.synth_ratio <= 1.0, "data.synth_ratio must be in [0, 1]"),
+        (config.data.synth_exclude in (None, "heavy-val"),
+         f"data.synth_exclude must be null or 'heavy-val', got {config.data.synth_exclude!r}"),
         (0.0 <= config.data.rain_mix <= 1.0, "data.rain_mix must be in [0, 1]"),
         (0.0 < config.data.teacher_mix <= 1.0, "data.teacher_mix must be in (0, 1]"),
         (not config.data.teacher or not config.data.tasks, "data.teacher does not combine with data.tasks"),
