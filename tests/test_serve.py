@@ -118,7 +118,7 @@ def test_config_offers_the_bundled_model_and_the_limits(server):
     status, config = server.json("GET", "/api/config")
     assert status == 200
     assert config["default_model"] == "fastderain"
-    assert [m["name"] for m in config["models"]] == ["fastderain"]
+    assert [m["name"] for m in config["models"]] == ["fastderain", "fastderain-rain100l"]  # default first
     assert config["models"][0]["tasks"] == []  # not an all-in-one model: the page hides the task menu
     assert config["max_upload_bytes"] == MAX_UPLOAD and config["max_megapixels"] == MAX_PIXELS / 1e6
 
@@ -273,7 +273,7 @@ def test_derain_serve_command_serves_the_page_until_interrupted():
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         line = proc.stdout.readline()
-        match = re.search(r"serving on http://localhost:(\d+)/ \(models: fastderain; uploads up to 5 MB", line)
+        match = re.search(r"serving on http://localhost:(\d+)/ \(models: fastderain, fastderain-rain100l; uploads up to 5 MB", line)
         assert match, f"unexpected first line {line!r}"
         conn = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=30)
         conn.request("GET", "/api/config")

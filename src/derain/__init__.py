@@ -36,7 +36,8 @@ def derain(image: "np.ndarray", model: "nn.Module | None" = None, name: str | No
     """Restore one HxWx3 RGB image: float in [0, 1] (returns float32) or uint8 (returns uint8).
 
     ``model``: a network from :func:`load_model` (give its ``name`` too, for its size multiple); None uses the
-    bundled default model, loaded once per process. ``options`` are InferenceOptions fields (``ensemble``,
+    bundled default model, loaded once per process (with ``working_side`` as ``derain run`` sets it, unless
+    given). ``options`` are InferenceOptions fields (``ensemble``,
     ``tile``, ``precision``, ...). An image of another shape or a non-finite value raises DerainError.
     """
     import numpy as np
@@ -51,6 +52,9 @@ def derain(image: "np.ndarray", model: "nn.Module | None" = None, name: str | No
         if _default_model is None:
             _default_model = load_model()
         model, name = _default_model
+        from derain.infer import DEFAULT_WORKING_SIDE
+
+        options.setdefault("working_side", DEFAULT_WORKING_SIDE)  # as `derain run` does
     pixels = np.asarray(image)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise DerainError(f"expected an HxWx3 RGB image, got an array of shape {pixels.shape}")

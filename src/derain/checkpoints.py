@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from derain.errors import DerainError
-from derain.models import build, get_spec
+from derain.models import build, get_spec, list_specs, same_network
 
 FORMAT_TAG = "derain"
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network")
@@ -131,9 +131,10 @@ def load_model(model: str | None, weights: str | Path) -> tuple[nn.Module, str]:
         raise DerainError(f"{weights} does not say which network it holds; pass --model NAME "
                           f"(see `derain models`)")
     spec = get_spec(name)
-    config = dict(obj.get("config") or {}) if described and obj.get("model") == name else {}
-    if described and obj.get("model") not in (None, name):
-        raise DerainError(f"{weights} is a checkpoint of model {obj.get('model')!r}, not {name!r}")
+    held = obj.get("model") if described else None
+    if held is not None and held != name and not (held in {s.name for s in list_specs()} and same_network(held, name)):
+        raise DerainError(f"{weights} is a checkpoint of model {held!r}, not {name!r}")
+    config = dict(obj.get("config") or {}) if held is not None else {}
     net = build(spec.name, **config)
     load_weights(net, extract_state_dict(obj), what=f"checkpoint {Path(weights).name}")
     return net.eval(), spec.name

@@ -81,6 +81,10 @@ def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: b
     p.add_argument("--tile-overlap", type=_pixels, default=64, help="pixels shared by neighbouring tiles (default 64)")
     p.add_argument("--tile-threshold", type=_megapixels, default=1.0,
                    help="tile images larger than this many megapixels (default 1.0)")
+    p.add_argument("--working-side", type=_working_side, default="auto", metavar="PIXELS",
+                   help="show the network photos whose shorter side is longer than this downscaled to it, and "
+                        "remove the rain it finds there from the full-resolution photo (rain streaks grow with "
+                        "the photo's resolution); 0 = never; auto (default): derain.infer.DEFAULT_WORKING_SIDE")
     # A bare --ensemble means flips: quarter turns make vertical rain horizontal, which a network trained
     # upright (the default model) never saw (dihedral costs it 5.4 dB on Rain100L, docs/results.md).
     p.add_argument("--ensemble", nargs="?", const="flips", default="none",
@@ -90,6 +94,18 @@ def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: b
                         "image and its mirror, 2x; dihedral: all 8 flips and quarter turns, 8x, only for networks "
                         "trained on rotated rain")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _working_side(text: str) -> int:
+    if text == "auto":
+        return -1
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or auto, got {text!r}") from None
+    if value != 0 and value < 64:
+        raise argparse.ArgumentTypeError(f"the working side must be 0 (off) or at least 64 pixels, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,10 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace):
-    from derain.infer import InferenceOptions
+    from derain.infer import DEFAULT_WORKING_SIDE, InferenceOptions
     return InferenceOptions(tile=args.tile, tile_overlap=args.tile_overlap,
                             tile_threshold=int(args.tile_threshold * 1e6), ensemble=args.ensemble,
-                            precision=args.precision, fast=args.fast, compile=args.compile)
+                            precision=args.precision, fast=args.fast, compile=args.compile,
+                            working_side=DEFAULT_WORKING_SIDE if args.working_side == -1 else args.working_side or None)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -38,6 +38,12 @@ class InferenceOptions:
     runs the fast path of :mod:`derain.fastpath` (same function, bf16 where native, channels-last, folded
     layers); ``compile`` adds ``torch.compile`` to it. ``tile_batch`` tiles run in one call (None: 4 on
     GPUs, where it keeps the device busy, 1 on the CPU, where it does not pay).
+
+    ``working_side``: photos whose shorter side is longer are shown to the network downscaled to it, and only
+    the change the network makes there (the rain layer and the veil) is upscaled and taken from the photo at
+    its own resolution (:func:`rescaled_forward`). Rain streaks scale with the photo: on a 12-megapixel photo
+    they are ten times wider than in the images a network trains on, where the network does not see them as
+    rain. None (or 0): the network sees the photo as it is.
     """
 
     tile: int | None = None
@@ -48,6 +54,33 @@ class InferenceOptions:
     fast: bool = True
     compile: bool = False
     tile_batch: int | None = None
+    working_side: int | None = None
+
+
+# The working side of `derain run` and of derain.derain() with the bundled model (measured: docs/results.md).
+DEFAULT_WORKING_SIDE = 640
+
+
+def working_scale(h: int, w: int, working_side: int | None) -> float:
+    """The factor (<= 1) that brings the shorter side of an h x w image down to ``working_side``."""
+    if not working_side or min(h, w) <= working_side:
+        return 1.0
+    return working_side / min(h, w)
+
+
+def rescaled_forward(restore_small: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
+                     scale: float) -> torch.Tensor:
+    """``image`` minus the upscaled change that ``restore_small`` makes to its copy downscaled by ``scale``.
+
+    The background keeps its full resolution; what the network removes at the working scale (streaks,
+    veil) is removed at the photo's scale, smoothly interpolated (bicubic).
+    """
+    h, w = image.shape[-2:]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    change = small - restore_small(small)
+    change = F.interpolate(change, size=(h, w), mode="bicubic", align_corners=False)
+    return (image - change).clamp_(0, 1)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -374,6 +407,11 @@ def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: 
     """
     options = options or InferenceOptions()
     device = device or next(model.parameters()).device
+    scale = working_scale(image.shape[-2], image.shape[-1], options.working_side)
+    if scale < 1.0:
+        native = dataclasses.replace(options, working_side=None)
+        return rescaled_forward(lambda small: restore(model, small, size_multiple, native, device, progress),
+                                image, scale)
     options = resolve_tile(options, model, size_multiple, device)
     model = prepare_for(model, options, device)
     forward = padded_forward(model, size_multiple, device, None)  # the prepared model handles precision

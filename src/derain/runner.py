@@ -22,7 +22,7 @@ from derain.imageio import IMAGE_SUFFIXES, expand_inputs, read_image, write_imag
 from derain.infer import (InferenceOptions, count_tiles, describe_choice, prepare_for, resolve_device, resolve_tile,
                           restore, set_task)
 from derain.models import get_spec
-from derain.weights import default_checkpoint, default_model_name
+from derain.weights import bundled_checkpoint
 
 
 @dataclass
@@ -134,8 +134,8 @@ def resolve_weights(model: str | None, weights: str | None) -> str:
     """The checkpoint to use: the one given, else the bundled default model, else a clear error."""
     if weights is not None:
         return weights
-    bundled = default_checkpoint()
-    if bundled is not None and (model is None or model == default_model_name()):
+    bundled = bundled_checkpoint(model)
+    if bundled is not None:
         return str(bundled)
     what = f"no trained weights for {model!r} are bundled" if model else "no trained default model is bundled yet"
     raise DerainError(f"{what}; pass --weights CHECKPOINT (and --model NAME if the checkpoint does not name "

@@ -49,6 +49,11 @@ def get_spec(name: str) -> ModelSpec:
         raise DerainError(f"unknown model {name!r}; known models: {known}") from None
 
 
+def same_network(a: str, b: str) -> bool:
+    """Whether models ``a`` and ``b`` are one network under two names (e.g. a bundled model's own name)."""
+    return a == b or get_spec(a).builder == get_spec(b).builder
+
+
 def list_specs() -> list[ModelSpec]:
     """All registered models, sorted by name."""
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
@@ -86,6 +91,14 @@ register(ModelSpec(
     default_config=dict(in_channels=3, widths=[32, 64, 128, 192], enc_blocks=[2, 2, 2, 2], dec_blocks=[2, 2, 2],
                         unshuffle=2, rep=False),
     description="FastDerain, the default model: pixel-unshuffle residual conv U-Net built for CPU speed",
+))
+register(ModelSpec(
+    name="fastderain-rain100l",
+    builder="derain.models.fastderain:FastDerain",
+    size_multiple=16,
+    default_config=dict(in_channels=3, widths=[32, 48, 96, 192], enc_blocks=[1, 1, 2, 2], dec_blocks=[1, 1, 2],
+                        unshuffle=1, rep=False, low_precision_residuals=True),
+    description="FastDerain trained for Rain100L only (38.67 dB, the default model until 2026-12-07; bundled)",
 ))
 register(ModelSpec(
     name="dmsr",

@@ -14,7 +14,7 @@ from torch import nn
 from derain.checkpoints import load_model
 from derain.errors import DerainError
 from derain.models import get_spec, list_specs
-from derain.weights import default_checkpoint, default_model_name
+from derain.weights import BUNDLED, bundled_checkpoint, default_checkpoint, default_model_name
 
 
 @dataclass
@@ -67,6 +67,10 @@ def build_catalog(weights_args: list[str], device: torch.device) -> dict[str, Mo
     bundled = default_checkpoint()
     if bundled is not None:
         catalog[default_model_name() or "default"] = _choice(default_model_name(), str(bundled), device)
+    for name in BUNDLED:  # the other bundled models (the Rain100L specialist)
+        path = bundled_checkpoint(name)
+        if path is not None:
+            catalog[name] = _choice(name, str(path), device)
     for text in weights_args:
         name, path = parse_weights_arg(text)
         choice = _choice(name, path, device)

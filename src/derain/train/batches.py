@@ -43,10 +43,12 @@ class TrainBatches:
     """``sample(batch, patch) -> (inputs, targets)`` from real pairs, synthetic pairs, or both."""
 
     def __init__(self, real: PairedPatches | None, clean: PairedPatches | None = None, synth_ratio: float = 0.0,
-                 synth_preset: str = "light", seed: int = 0) -> None:
-        if real is None and (clean is None or synth_ratio < 1.0):
+                 synth_preset: str = "light", seed: int = 0, photos: PairedPatches | None = None,
+                 photo_ratio: float = 0.0) -> None:
+        if real is None and (clean is None or synth_ratio < 1.0) and (photos is None or photo_ratio < 1.0):
             raise DerainError("no training data: set data.train, or data.synth_ratio 1 with data.synth_clean")
         self.real, self.clean, self.synth_ratio = real, clean, synth_ratio if clean is not None else 0.0
+        self.photos, self.photo_ratio = photos, photo_ratio if photos is not None else 0.0
         self.generator = torch.Generator().manual_seed(_derived_seed(seed, 2))
         self.rain_configs: list[Any] = []
         if self.synth_ratio > 0:
@@ -67,7 +69,7 @@ class TrainBatches:
         ``device``, cached in ``cache_dir``).
         """
         real = None
-        if data.synth_ratio < 1.0:
+        if data.synth_ratio + data.real_photos_ratio < 1.0:
             assert data.train is not None  # validate() guarantees it
             pairs = load_pairs(data.train, data.train_max_images)
             if data.teacher:
@@ -88,7 +90,16 @@ class TrainBatches:
                 images = kept
             clean = PairedPatches([(n, a, a) for n, a in images], seed=_derived_seed(seed, 1),
                                   label="clean image (data.synth_clean)")
-        return cls(real, clean, data.synth_ratio, data.synth_preset, seed)
+        photos = None
+        if data.real_photos_ratio > 0:
+            from derain.train.pseudo import pseudo_pairs
+
+            assert data.real_photos and data.real_photos_teacher  # validate() guarantees it
+            pairs = pseudo_pairs(data.real_photos, data.real_photos_side, data.real_photos_teacher,
+                                 data.teacher_ensemble, cache_dir / "real_photos" if cache_dir else None, device, log)
+            photos = PairedPatches(pairs, seed=_derived_seed(seed, 3), augment=data.augment,
+                                   label="real photo (data.real_photos)")
+        return cls(real, clean, data.synth_ratio, data.synth_preset, seed, photos, data.real_photos_ratio)
 
     def describe(self) -> str:
         parts = []
@@ -96,6 +107,8 @@ class TrainBatches:
             parts.append(f"{len(self.real)} pairs")
         if self.synth_ratio > 0 and self.clean is not None:
             parts.append(f"synthetic rain from {len(self.clean)} clean images ({self.synth_ratio:.0%} of each batch)")
+        if self.photo_ratio > 0 and self.photos is not None:
+            parts.append(f"{len(self.photos)} real photos with pseudo-targets ({self.photo_ratio:.0%} of each batch)")
         return " + ".join(parts)
 
     def check_patch(self, patch: int) -> None:
@@ -104,13 +117,16 @@ class TrainBatches:
             self.real.check_patch(patch)
         if self.clean is not None and self.synth_ratio > 0:
             self.clean.check_patch(patch)
+        if self.photos is not None and self.photo_ratio > 0:
+            self.photos.check_patch(patch)
 
-    def _synthetic_count(self, batch: int) -> int:
-        if self.synth_ratio <= 0:
+    def _synthetic_count(self, batch: int, ratio: float | None = None) -> int:
+        ratio = self.synth_ratio if ratio is None else ratio
+        if ratio <= 0:
             return 0
-        if self.synth_ratio >= 1:
+        if ratio >= 1:
             return batch
-        exact = batch * self.synth_ratio
+        exact = batch * ratio
         whole = math.floor(exact)
         extra = float(torch.rand(1, generator=self.generator)) < exact - whole if exact > whole else False
         return whole + int(extra)
@@ -118,10 +134,16 @@ class TrainBatches:
     def sample(self, batch: int, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch: real pairs first, then synthetic ones (B x 3 x patch x patch floats in [0, 1])."""
         n_synth = self._synthetic_count(batch)
+        n_photos = min(self._synthetic_count(batch, self.photo_ratio), batch - n_synth)
         xs, ys = [], []
-        if batch - n_synth > 0:
+        if batch - n_synth - n_photos > 0:
             assert self.real is not None
-            x, y = self.real.sample(batch - n_synth, patch)
+            x, y = self.real.sample(batch - n_synth - n_photos, patch)
+            xs.append(x)
+            ys.append(y)
+        if n_photos > 0:
+            assert self.photos is not None
+            x, y = self.photos.sample(n_photos, patch)
             xs.append(x)
             ys.append(y)
         if n_synth > 0:
@@ -144,6 +166,7 @@ class TrainBatches:
         """Everything that decides the next batches (for exact resume)."""
         return {"real": self.real.state_dict() if self.real is not None else None,
                 "clean": self.clean.state_dict() if self.clean is not None else None,
+                "photos": self.photos.state_dict() if self.photos is not None else None,
                 "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -153,6 +176,8 @@ class TrainBatches:
             self.real.load_state_dict(state["real"])
         if self.clean is not None and state.get("clean") is not None:
             self.clean.load_state_dict(state["clean"])
+        if self.photos is not None and state.get("photos") is not None:
+            self.photos.load_state_dict(state["photos"])
         if state.get("generator") is not None:
             self.generator.set_state(state["generator"])
 

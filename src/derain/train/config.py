@@ -75,6 +75,14 @@ class DataConfig:
     teacher: str | None = None
     teacher_ensemble: str = "flips"
     teacher_mix: float = 1.0
+    # Real rainy photos without ground truth (derain.train.pseudo): the training photos of a real-rain folder
+    # (the 30 that derain.data.realrain holds out are never loaded), downscaled so that their shorter side is at
+    # most ``real_photos_side``, with pseudo-targets from ``real_photos_teacher`` (a checkpoint or run folder)
+    # under ``teacher_ensemble``, where rain only takes light away; ``real_photos_ratio`` of each batch.
+    real_photos: str | None = None
+    real_photos_ratio: float = 0.0
+    real_photos_side: int = 640
+    real_photos_teacher: str | None = None
     # All-in-one training: patches of these tasks in balanced rounds (derain.data.tasks.TaskBatches), rain
     # from ``train`` (plus ``synth_ratio`` synthetic), the other tasks synthesised from ``task_clean``.
     tasks: list[str] = field(default_factory=list)
@@ -325,6 +333,11 @@ def validate(config: TrainConfig) -> None:
          "val_every, checkpoint_every and log_every must be positive"),
         (bool(config.loss), "loss needs at least one term"),
         (0.0 <= config.data.synth_ratio <= 1.0, "data.synth_ratio must be in [0, 1]"),
+        (0.0 <= config.data.real_photos_ratio <= 1.0 - config.data.synth_ratio,
+         "data.real_photos_ratio must be in [0, 1 - data.synth_ratio]"),
+        (config.data.real_photos_ratio == 0.0 or bool(config.data.real_photos and config.data.real_photos_teacher),
+         "data.real_photos_ratio > 0 needs data.real_photos (a folder of real rainy photos) and "
+         "data.real_photos_teacher"),
         (config.data.synth_exclude in (None, "heavy-val"),
          f"data.synth_exclude must be null or 'heavy-val', got {config.data.synth_exclude!r}"),
         (0.0 <= config.data.rain_mix <= 1.0, "data.rain_mix must be in [0, 1]"),

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_NAME = "default.safetensors"  # float16 tensors + JSON header (model name, config)
+# Other bundled models, by registry name: the Rain100L specialist (the default model until issue 36, 38.67 dB
+# on Rain100L) stays selectable with ``--model fastderain-rain100l``.
+BUNDLED = {"fastderain-rain100l": "rain100l.safetensors"}
 
 
 def default_checkpoint() -> Path | None:
@@ -25,3 +28,13 @@ def default_model_name() -> str | None:
     with safe_open(str(path), framework="pt", device="cpu") as f:
         header = json.loads((f.metadata() or {}).get("derain", "{}"))
     return header.get("model")
+
+
+def bundled_checkpoint(model: str | None) -> Path | None:
+    """The bundled checkpoint of ``model`` (None: the default model), or None when none is shipped for it."""
+    if model is not None and model in BUNDLED:
+        path = Path(__file__).with_name(BUNDLED[model])
+        return path if path.is_file() else None
+    if model is None or model == default_model_name():
+        return default_checkpoint()
+    return None

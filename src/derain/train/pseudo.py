@@ -1,0 +1,52 @@
+"""Pseudo-targets for real rainy photos, which have no ground truth: the semi-supervised part of training.
+
+A trained model (the teacher, usually the run's own previous stage) restores each training photo under a
+self-ensemble; its output, with the rain-only-adds-light prior applied (a target never brighter than the
+photo, channel by channel), becomes the photo's target. Photos are first downscaled so that their shorter side
+is at most ``side``: the scale at which ``derain run`` shows photos to the network (its working side), so the
+rain in the patches has the size the network sees at inference. The photos that
+:mod:`derain.data.realrain` holds out are never loaded. Targets are cached in the run folder like
+:mod:`derain.train.teacher`'s, so a resumed run trains on the same targets.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from derain.data.realrain import split_real_photos
+from derain.errors import DerainError
+
+Pair = tuple[str, np.ndarray, np.ndarray]
+
+
+def downscaled(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` (HxWx3 uint8) with its shorter side brought down to ``side`` (area filter), or as it is."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if min(h, w) <= side:
+        return image
+    scale = side / min(h, w)
+    return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+
+def pseudo_pairs(folder: str | Path, side: int, teacher: str | Path, ensemble: str,
+                 cache_dir: Path | None = None, device: torch.device | None = None,
+                 log: Callable[[str], None] = print) -> list[Pair]:
+    """(name, photo, pseudo-target) of every training photo of ``folder`` (held-out photos excluded)."""
+    from derain.imageio import read_uint8_rgb
+    from derain.train.teacher import distilled_pairs
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DerainError(f"data.real_photos: no folder at {folder}")
+    train, held = split_real_photos(folder)
+    if not train:
+        raise DerainError(f"data.real_photos: no photos named N.jpg in {folder}")
+    log(f"real photos: {len(train)} for training, {len(held)} held out and not loaded")
+    photos = [(str(p), downscaled(read_uint8_rgb(p), side)) for p in train]
+    pairs = distilled_pairs([(n, x, x) for n, x in photos], teacher, ensemble, 1.0, cache_dir, device, log)
+    return [(name, x, np.minimum(target, x)) for name, x, target in pairs]
