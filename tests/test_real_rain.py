@@ -213,3 +213,74 @@ def test_rain100l_specialist_is_bundled_and_selectable():
     x = torch.rand(1, 3, 32, 48)
     with torch.no_grad():
         assert torch.equal(model(x), plain(x))
+
+
+# ----- real photos and large photos -----------------------------------------------------------------------
+def test_pseudo_pairs_skip_held_out_photos_and_never_add_light(shared, tmp_path):
+    import shutil
+
+    from derain.train.pseudo import pseudo_pairs
+
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for n in (2, 3, 6):  # 6 is held out
+        shutil.copy(shared("data/real-rain") / f"{n}.jpg", folder / f"{n}.jpg")
+    logs: list[str] = []
+    pairs = pseudo_pairs(folder, 128, "src/derain/weights/rain100l.safetensors", "none", tmp_path / "cache",
+                         log=logs.append)
+    assert [Path(name).name for name, _, _ in pairs] == ["2.jpg", "3.jpg"]
+    for _, photo, target in pairs:
+        assert min(photo.shape[:2]) == 128 and photo.shape == target.shape
+        assert (target <= photo).all(), "a pseudo-target never has more light than the rainy photo"
+        assert (target < photo).mean() > 0.05, "the teacher removed something"
+    again = pseudo_pairs(folder, 128, "src/derain/weights/rain100l.safetensors", "none", tmp_path / "cache",
+                         log=logs.append)
+    assert any("teacher targets from" in line for line in logs), "the second call reads the cache"
+    assert all(np.array_equal(a[2], b[2]) for a, b in zip(pairs, again))
+
+
+def test_working_side_removes_rain_at_the_networks_scale_and_keeps_detail():
+    import torch.nn.functional as F
+
+    from derain.infer import InferenceOptions, restore, working_scale
+
+    assert working_scale(300, 400, 640) == 1.0 and working_scale(1280, 2000, 640) == 0.5
+
+    class Halve(torch.nn.Module):  # "removes" half of whatever lies above the image's blurred self
+        def forward(self, x):
+            smooth = F.avg_pool2d(x, 5, 1, 2, count_include_pad=False)
+            return x - 0.5 * (x - smooth)
+
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 256, 384)
+    net = Halve()
+    cpu = torch.device("cpu")
+    whole = restore(net, image, 1, InferenceOptions(fast=False, tile=0), cpu)
+    small = restore(net, image, 1, InferenceOptions(fast=False, tile=0, working_side=128), cpu)
+    assert small.shape == image.shape
+    # At the working side the network sees a downscaled copy: the change differs from the whole-image one,
+    # but the full-resolution detail the network did not touch is kept (the change is smooth).
+    change = image - small
+    assert float(change.abs().mean()) > 0.001
+    assert not torch.allclose(whole, small)
+    untouched = restore(torch.nn.Identity(), image, 1, InferenceOptions(fast=False, tile=0, working_side=128), cpu)
+    assert torch.allclose(untouched, image, atol=1e-6), "a network that changes nothing changes nothing"
+
+
+def test_derain_synth_writes_the_targets_of_night_scenes(tmp_path, capsys):
+    from derain.cli import main
+    from derain.imageio import read_uint8_rgb, write_image
+
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        write_image(folder / f"c{i}.png", rng.random((64, 80, 3)).astype(np.float32) * 0.5 + 0.25)
+    assert main(["synth", str(folder), "-o", str(tmp_path / "out"), "--preset", "real", "--count", "3"]) == 0
+    targets = sorted((tmp_path / "out" / "targets").glob("*.png"))
+    rainy = sorted((tmp_path / "out").glob("*.png"))
+    assert len(rainy) == 18 and 0 < len(targets) < 18  # about 12 % of the scenes are night scenes
+    for target in targets:
+        dark = read_uint8_rgb(target).astype(float).mean()
+        source = read_uint8_rgb(folder / (target.stem.rsplit("_", 1)[0] + ".png")).astype(float).mean()
+        assert dark < 0.7 * source

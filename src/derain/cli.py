@@ -159,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     syn = sub.add_parser("synth", help="add synthetic rain to clean images (training pairs, previews)")
     syn.add_argument("inputs", nargs="+", metavar="CLEAN", help="clean image files, folders or glob patterns")
     syn.add_argument("-o", "--output", required=True, help="output folder for the rainy images")
-    syn.add_argument("--preset", default="light", choices=["light", "heavy"],
-                     help="light: Rain100L-like (default); heavy: Rain100H-like, dense, with haze")
+    syn.add_argument("--preset", default="light", choices=["light", "heavy", "real"],
+                     help="light: Rain100L-like (default); heavy: Rain100H-like, dense, with haze; real: fitted "
+                          "to real rainy photos (depth layers, near drops, veil, night scenes whose darkened "
+                          "targets go to OUT/targets/, noise, JPEG)")
     syn.add_argument("--seed", type=int, default=0, help="random seed; same seed, same rain (default 0)")
     syn.add_argument("--count", type=int, default=1,
                      help="rainy versions per image, named NAME_1 .. NAME_K when K > 1 (default 1)")

@@ -4,7 +4,8 @@ Each clean image gets ``count`` rainy versions from :mod:`derain.data.synth`, wr
 folder with its own name (``name_k`` with k = 1..count when count > 1, the Rain1400 naming that
 ``derain.data`` pairs with ``name``), bit depth, EXIF and ICC profile. The rain of one output depends only on
 the seed, the file name and k, so adding files to a folder or skipping existing outputs never changes the
-rain of the others.
+rain of the others. Presets that make night scenes (``real``) darken some photos: the clean target of such a
+rainy image is then written under ``targets/`` with the same name.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from derain.data.synth import preset, synthesize
+from derain.data.synth import preset, synthesize_pair
 from derain.errors import DerainError
 from derain.imageio import expand_inputs, read_image, write_image
 
@@ -78,8 +79,14 @@ def synth(job: SynthJob) -> SynthReport:
         clean = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
         for k, dst in todo:
             generator = torch.Generator().manual_seed(image_seed(job.seed, src.name, k))
-            rainy = synthesize(clean, config, generator, wrap=False)  # whole photo: no streak wraps round
+            rainy, target = synthesize_pair(clean, config, generator, wrap=False)  # whole photo: no wrap round
             write_image(dst, rainy[0].permute(1, 2, 0).numpy(), bit_depth=image.bit_depth, exif=image.exif,
                         icc_profile=image.icc_profile)
             report.written.append(dst)
+            if not torch.equal(target, clean):  # a night scene: its target is the darkened photo, not the input
+                scene_path = job.output_dir / "targets" / dst.name
+                scene_path.parent.mkdir(exist_ok=True)
+                write_image(scene_path, target[0].permute(1, 2, 0).numpy(), bit_depth=image.bit_depth,
+                            exif=image.exif, icc_profile=image.icc_profile)
+                report.written.append(scene_path)
     return report
