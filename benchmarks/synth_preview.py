@@ -2,8 +2,8 @@
 
     python benchmarks/synth_preview.py [--out docs/images/synth_preview.png] [--seed 0] [--tile 288]
 
-Rows 1-3: Kodak24 photos, clean | light | heavy. Row 4: a RainTrainL pair, clean | real rain | light on the
-same clean image. Photos are first cropped and resized to Rain100L's size (481 x 321) so the streaks have the scale the
+Rows 1-3: Kodak24 photos, clean | light | heavy | real. Row 4: a RainTrainL pair, clean | real rain | light on
+the same clean image | a real rainy photo. Photos are first cropped and resized to Rain100L's size (481 x 321) so the streaks have the scale the
 presets were calibrated at, then every tile is downscaled to ``--tile`` pixels wide for the page.
 
 Also prints, for the light preset on the 200 RainTrainL clean images, the residual rainy - clean statistics
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 KODAK = ("kodim05.png", "kodim14.png", "kodim23.png")
 PAIR = "001"  # RainTrainL pair shown in the last row
+REAL_PHOTO = 37  # a real rainy photo (one of the 117 training photos of derain.data.realrain), last row
 RAIN100L_SIZE = (481, 321)
 
 
@@ -87,7 +88,7 @@ def print_timing() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     x = torch.rand(8, 3, 128, 128)
-    for name in ("light", "heavy"):
+    for name in ("light", "heavy", "real"):
         generator = torch.Generator().manual_seed(0)
         times = []
         for _ in range(30):
@@ -113,14 +114,17 @@ def main() -> int:
     for i, name in enumerate(KODAK):
         photo = fit(read_uint8_rgb(DATA / "clean" / "kodak24" / name), RAIN100L_SIZE)
         rows.append([tile(photo, args.tile, name), tile(rain(photo, "light", args.seed + i), args.tile, "light"),
-                     tile(rain(photo, "heavy", args.seed + i), args.tile, "heavy")])
+                     tile(rain(photo, "heavy", args.seed + i), args.tile, "heavy"),
+                     tile(rain(photo, "real", args.seed + i), args.tile, "real")])
     clean = read_uint8_rgb(DATA / "rain100l-train" / "clean" / f"norain-{PAIR}.webp")
     real = read_uint8_rgb(DATA / "rain100l-train" / "rainy" / f"rain-{PAIR}.webp")
+    photo = fit(read_uint8_rgb(DATA / "real-rain" / f"{REAL_PHOTO}.jpg"), RAIN100L_SIZE)
     rows.append([tile(clean, args.tile, f"norain-{PAIR}"), tile(real, args.tile, "real Rain100L"),
-                 tile(rain(clean, "light", args.seed), args.tile, "light")])
+                 tile(rain(clean, "light", args.seed), args.tile, "light"),
+                 tile(photo, args.tile, f"real photo {REAL_PHOTO}.jpg")])
 
     heights = [max(t.height for t in row) for row in rows]
-    grid = Image.new("RGB", (3 * args.tile, sum(heights)), (255, 255, 255))
+    grid = Image.new("RGB", (4 * args.tile, sum(heights)), (255, 255, 255))
     top = 0
     for row, height in zip(rows, heights):
         for j, picture in enumerate(row):
