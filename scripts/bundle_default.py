@@ -40,12 +40,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--dest", type=Path, default=ROOT / "src" / "derain" / "weights" / "default.safetensors")
+    parser.add_argument("--name", help="the registry name the bundle declares (e.g. fastderain-rain100l; default: "
+                                       "the checkpoint's network)")
     args = parser.parse_args()
     model, name = load_model(None, args.checkpoint)
     header = read_checkpoint(args.checkpoint)
     extra = {"step": header.get("step"), "source": args.checkpoint.name}
     tmp = args.dest.with_name("candidate.safetensors")
-    save_checkpoint(tmp, model, name, header.get("config") or {}, extra=extra, dtype=torch.float16)
+    save_checkpoint(tmp, model, args.name or name, header.get("config") or {}, extra=extra, dtype=torch.float16)
     half, _ = load_model(None, tmp)
     pairs = find_pairs(ROOT.parent / "shared" / "data" / "rain100l")[:2]
     full_db, half_db = score(model, name, pairs), score(half, name, pairs)

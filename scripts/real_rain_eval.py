@@ -7,8 +7,9 @@ For the inputs and each model (``default``: the bundled default model; a bundled
 NAME=CHECKPOINT): mean NIQE (lower is more natural; rain streaks raise it), the rain left in the image as
 measured by :mod:`derain.data.rainstats` (streak density and contrast, veil: the dark channel), and the mean
 absolute change from the input in grey levels (0-255) with its 99th percentile. ``--save`` writes each model's
-outputs to SAVE/NAME/ (for ``derain compare``). Every photo is restored whole, at its own resolution, by the
-fast path; NIQE and the rain statistics use the photo at its own resolution / the statistics' analysis scale.
+outputs to SAVE/NAME/ (for ``derain compare``). Every photo is restored by the fast path with the working side
+of ``derain run`` (``--working-side``); NIQE uses the photo at its own resolution, the rain statistics their
+analysis scale.
 """
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ def main() -> int:
     parser.add_argument("--photos", type=Path, default=Path("../shared/data/real-rain"))
     parser.add_argument("--save", type=Path, help="write each model's outputs to SAVE/NAME/")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--working-side", type=int, default=None,
+                        help="the working side of every model (default: derain run's, 0 = off)")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs already under --save")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not args.photos.is_dir():
@@ -63,6 +67,9 @@ def main() -> int:
         return 2
     torch.set_num_threads(args.threads)
     import derain
+    from derain.infer import DEFAULT_WORKING_SIDE
+
+    side = DEFAULT_WORKING_SIDE if args.working_side is None else args.working_side
 
     _, held = split_real_photos(args.photos)
     inputs = [read_uint8_rgb(p) for p in held]
@@ -70,19 +77,22 @@ def main() -> int:
     for spec in args.models:
         label, model, name = load(spec)
         start = time.perf_counter()
-        outputs = [derain.derain(x, model, name, fast=True) for x in inputs]
+        folder = args.save / label if args.save else None
+        if folder is not None and folder.exists() and any(folder.iterdir()) and not args.overwrite:
+            print(f"error: {folder} already holds outputs (--overwrite to replace them)", file=sys.stderr)
+            return 2
+        outputs = [derain.derain(x, model, name, fast=True, working_side=side or None) for x in inputs]
         seconds = time.perf_counter() - start
         rows[label] = [scores(y, x) for y, x in zip(outputs, inputs)]
         print(f"{label}: {len(inputs)} photos restored in {seconds:.1f} s", file=sys.stderr)
-        if args.save:
+        if folder is not None:
             from PIL import Image
 
-            folder = args.save / label
             folder.mkdir(parents=True, exist_ok=True)
             for path, y in zip(held, outputs):
                 Image.fromarray(y).save(folder / f"{path.stem}.png")
     keys = ["niqe", "density", "contrast", "veil", "change", "change_p99"]
-    print(f"{len(held)} held-out real photos: {', '.join(p.name for p in held)}")
+    print(f"{len(held)} held-out real photos (working side {side or 'off'}): {', '.join(p.name for p in held)}")
     print(f"{'':22s}" + "".join(f"{k:>11s}" for k in keys))
     for label, values in rows.items():
         means = [float(np.nanmean([v[k] for v in values])) for k in keys]

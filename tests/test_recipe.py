@@ -137,17 +137,19 @@ def test_the_default_model_recipe_names_existing_configs_and_weights():
     for stage in stages:
         if stage.weights:
             model, name = load_model(None, root / stage.weights)
-            assert name == "fastderain" and isinstance(model, torch.nn.Module)
+            assert name in ("fastderain", "fastderain-rain100l") and isinstance(model, torch.nn.Module)
             # The committed weights are this stage's network: same options, hence the same parameter shapes.
             trained = load_config(root / stage.config).model
             reference = build(trained.name, **trained.options).state_dict()
             assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.items()}
     # The earlier recipes (half resolution; full resolution with 24, then 32 channels; the fifth lineage) stay
     # reproducible.
+    assert Path(stages[-1].config).name == "general_stage1.yaml"
     for name in ("halfres_model.yaml", "fullres24_model.yaml", "fullres32_long_model.yaml",
-                 "fullres32_lr2e3_60k_model.yaml"):
+                 "fullres32_lr2e3_60k_model.yaml", "rain100l_model.yaml"):
         old = load_recipe(root / "configs" / name)
-        assert all((root / stage.config).is_file() and stage.weights is None for stage in old)
+        assert all((root / stage.config).is_file() for stage in old)
+        assert all(stage.weights is None for stage in old) or name == "rain100l_model.yaml"
 
 
 def test_every_repo_recipe_chains_its_stages():
@@ -160,4 +162,14 @@ def test_every_repo_recipe_chains_its_stages():
         configs = [load_config(root / stage.config) for stage in load_recipe(path)]
         for before, after in zip(configs, configs[1:]):
             assert Path(after.warm_start) == before.run_dir(), (path.name, after.name)
-            assert (after.model.name, after.model.options) == (before.model.name, before.model.options), path.name
+            assert after.model.name == before.model.name, path.name
+            assert grows_or_keeps(before.model.options, after.model.options), (path.name, after.name)
+
+
+def grows_or_keeps(before: dict, after: dict) -> bool:
+    """The same network, or one grown by residual blocks (FastDerain.grown_state_dict): every other option equal
+    and no stage with fewer blocks."""
+    blocks = ("enc_blocks", "dec_blocks")
+    same = {k: v for k, v in before.items() if k not in blocks} == {k: v for k, v in after.items() if k not in blocks}
+    return same and all(len(before.get(k, [])) == len(after.get(k, [])) and
+                        all(a >= b for a, b in zip(after.get(k, []), before.get(k, []))) for k in blocks)
