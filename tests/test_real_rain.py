@@ -284,3 +284,38 @@ def test_derain_synth_writes_the_targets_of_night_scenes(tmp_path, capsys):
         dark = read_uint8_rgb(target).astype(float).mean()
         source = read_uint8_rgb(folder / (target.stem.rsplit("_", 1)[0] + ".png")).astype(float).mean()
         assert dark < 0.7 * source
+
+
+def test_working_side_auto_is_for_rain_networks_and_bench_scores_native_resolution():
+    from derain.cli import _options, build_parser
+    from derain.infer import DEFAULT_WORKING_SIDE, InferenceOptions, count_tiles, resolve_working_side
+
+    auto = InferenceOptions(working_side="auto")
+    assert resolve_working_side(auto, "fastderain").working_side == DEFAULT_WORKING_SIDE
+    assert resolve_working_side(auto, "fsdrnet-small").working_side is None  # noise and blur need every pixel
+    parser = build_parser()
+    assert _options(parser.parse_args(["run", "x.jpg"])).working_side == "auto"
+    assert _options(parser.parse_args(["run", "x.jpg", "--working-side", "0"])).working_side is None
+    assert _options(parser.parse_args(["run", "x.jpg", "--working-side", "800"])).working_side == 800
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "x.jpg", "--working-side", "12"])
+    # A 12-megapixel photo at the working side is one tile, not fifteen.
+    tiled = InferenceOptions(tile=1024, working_side=None)
+    assert count_tiles(2848, 4288, tiled, 16) > 1
+    assert count_tiles(2848, 4288, replace(tiled, working_side=640), 16) == 1
+
+
+def test_bench_leaves_the_working_side_off(shared, monkeypatch, capsys):
+    import derain.bench as bench_module
+    from derain.cli import main
+
+    seen = []
+    real_run_bench = bench_module.run_bench
+
+    def spy(job):
+        seen.append(job.options.working_side)
+        return real_run_bench(job)
+
+    monkeypatch.setattr(bench_module, "run_bench", spy)
+    assert main(["bench", "fastderain-rain100l", str(shared("data/rain100l")), "--limit", "1", "-q"]) == 0
+    assert seen == [None]

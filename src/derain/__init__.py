@@ -44,7 +44,7 @@ def derain(image: "np.ndarray", model: "nn.Module | None" = None, name: str | No
     import torch
 
     from derain.errors import DerainError
-    from derain.infer import InferenceOptions, restore
+    from derain.infer import InferenceOptions, resolve_working_side, restore
     from derain.models import get_spec
 
     global _default_model
@@ -52,9 +52,7 @@ def derain(image: "np.ndarray", model: "nn.Module | None" = None, name: str | No
         if _default_model is None:
             _default_model = load_model()
         model, name = _default_model
-        from derain.infer import DEFAULT_WORKING_SIDE
-
-        options.setdefault("working_side", DEFAULT_WORKING_SIDE)  # as `derain run` does
+        options.setdefault("working_side", "auto")  # as `derain run` does
     pixels = np.asarray(image)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise DerainError(f"expected an HxWx3 RGB image, got an array of shape {pixels.shape}")
@@ -67,7 +65,10 @@ def derain(image: "np.ndarray", model: "nn.Module | None" = None, name: str | No
         raise DerainError("the image holds NaN or infinite values")
     multiple = get_spec(name).size_multiple if name else 8
     x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)[None]
-    out = restore(model, x, multiple, InferenceOptions(**options))[0].permute(1, 2, 0).numpy()
+    chosen = InferenceOptions(**options)
+    if name:
+        chosen = resolve_working_side(chosen, name)
+    out = restore(model, x, multiple, chosen)[0].permute(1, 2, 0).numpy()
     return np.rint(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8) if as_uint8 else out
 
 

@@ -84,7 +84,8 @@ def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: b
     p.add_argument("--working-side", type=_working_side, default="auto", metavar="PIXELS",
                    help="show the network photos whose shorter side is longer than this downscaled to it, and "
                         "remove the rain it finds there from the full-resolution photo (rain streaks grow with "
-                        "the photo's resolution); 0 = never; auto (default): derain.infer.DEFAULT_WORKING_SIDE")
+                        "the photo's resolution); 0 = never; auto (default): 640 for rain networks, off for "
+                        "all-in-one ones (derain bench: off, the papers' protocols score native resolution)")
     # A bare --ensemble means flips: quarter turns make vertical rain horizontal, which a network trained
     # upright (the default model) never saw (dihedral costs it 5.4 dB on Rain100L, docs/results.md).
     p.add_argument("--ensemble", nargs="?", const="flips", default="none",
@@ -269,11 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace):
-    from derain.infer import DEFAULT_WORKING_SIDE, InferenceOptions
+    from derain.infer import InferenceOptions
     return InferenceOptions(tile=args.tile, tile_overlap=args.tile_overlap,
                             tile_threshold=int(args.tile_threshold * 1e6), ensemble=args.ensemble,
                             precision=args.precision, fast=args.fast, compile=args.compile,
-                            working_side=DEFAULT_WORKING_SIDE if args.working_side == -1 else args.working_side or None)
+                            working_side="auto" if args.working_side == -1 else args.working_side or None)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -327,11 +328,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from derain.bench import BenchJob, bench_table, run_bench
     target = args.model_or_checkpoint
     is_file = Path(target).is_file() or Path(target).suffix in (".pth", ".pt", ".safetensors", ".ckpt")
+    options = _options(args)
+    if options.working_side == "auto":  # benchmarks score the network at the images' own resolution
+        options = replace(options, working_side=None)
     job = BenchJob(model=args.model if is_file else target, weights=target if is_file else args.weights,
-                   datasets=args.datasets, protocol=args.protocol, device=args.device, options=_options(args),
+                   datasets=args.datasets, protocol=args.protocol, device=args.device, options=options,
                    save_dir=Path(args.save) if args.save else None, overwrite=args.overwrite, limit=args.limit,
                    quiet=args.quiet)
     print(bench_table(run_bench(job)))

@@ -54,18 +54,32 @@ class InferenceOptions:
     fast: bool = True
     compile: bool = False
     tile_batch: int | None = None
-    working_side: int | None = None
+    working_side: int | str | None = None
 
 
 # The working side of `derain run` and of derain.derain() with the bundled model (measured: docs/results.md).
 DEFAULT_WORKING_SIDE = 640
 
 
-def working_scale(h: int, w: int, working_side: int | None) -> float:
-    """The factor (<= 1) that brings the shorter side of an h x w image down to ``working_side``."""
-    if not working_side or min(h, w) <= working_side:
+def resolve_working_side(options: InferenceOptions, name: str) -> InferenceOptions:
+    """``options`` with a ``working_side`` of ``"auto"`` made concrete for network ``name``:
+    :data:`DEFAULT_WORKING_SIDE` for rain networks, off for all-in-one ones (noise and blur must be removed at
+    the photo's own resolution)."""
+    if options.working_side != "auto":
+        return options
+    from derain.models import get_spec
+
+    side = None if get_spec(name).tasks else DEFAULT_WORKING_SIDE
+    return dataclasses.replace(options, working_side=side)
+
+
+def working_scale(h: int, w: int, working_side: int | str | None) -> float:
+    """The factor (<= 1) that brings the shorter side of an h x w image down to ``working_side``
+    (``"auto"``, where no caller resolved it: :data:`DEFAULT_WORKING_SIDE`)."""
+    side = DEFAULT_WORKING_SIDE if working_side == "auto" else working_side
+    if not side or min(h, w) <= int(side):
         return 1.0
-    return working_side / min(h, w)
+    return int(side) / min(h, w)
 
 
 def rescaled_forward(restore_small: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
@@ -298,7 +312,10 @@ def _same_shape_groups(tiles: list[tuple[int, int, int, int]], batch: int) -> It
 
 
 def count_tiles(h: int, w: int, options: InferenceOptions, size_multiple: int = 1) -> int:
-    """How many tiles one image of ``h`` x ``w`` is cut into (1 when it runs whole)."""
+    """How many tiles one image of ``h`` x ``w`` is cut into (1 when it runs whole), at the working side."""
+    scale = working_scale(h, w, options.working_side)
+    if scale < 1.0:
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
     if not needs_tiling(h, w, options):
         return 1
     h, w = h + (-h) % size_multiple, w + (-w) % size_multiple

@@ -20,7 +20,7 @@ from derain.checkpoints import load_model
 from derain.errors import DerainError
 from derain.imageio import IMAGE_SUFFIXES, expand_inputs, read_image, write_image
 from derain.infer import (InferenceOptions, count_tiles, describe_choice, prepare_for, resolve_device, resolve_tile,
-                          restore, set_task)
+                          resolve_working_side, restore, set_task)
 from derain.models import get_spec
 from derain.weights import bundled_checkpoint
 
@@ -203,7 +203,7 @@ def run(job: RunJob) -> RunReport:
     device = resolve_device(device_name)
     model, name, multiple = load_for_backend(job, device)
     model = prepare_for(model, job.options, device)  # once for all images (and compiled once with --compile)
-    options = resolve_tile(job.options, model, multiple, device)
+    options = resolve_tile(resolve_working_side(job.options, name), model, multiple, device)
     routed = set_task(model, name, job.task)
 
     bar = tqdm(total=len(todo), unit="img", disable=job.quiet, desc=f"derain ({name}, {device.type})")

@@ -18,7 +18,8 @@ from typing import Callable
 import torch
 
 from derain.errors import DerainError
-from derain.infer import InferenceOptions, count_tiles, prepare_for, resolve_tile, restore, set_task
+from derain.infer import (InferenceOptions, count_tiles, prepare_for, resolve_tile, resolve_working_side, restore,
+                          set_task)
 from derain.serve.catalog import ModelChoice
 from derain.serve.uploads import UploadInfo, decode_upload, encode_png, encode_preview
 
@@ -53,7 +54,8 @@ class JobQueue:
         self.catalog = catalog
         # Each network prepared once for the fast path (or the reference path) the options ask for.
         self._models = {key: prepare_for(choice.model, options, device) for key, choice in catalog.items()}
-        self._options = {key: resolve_tile(options, self._models[key], choice.size_multiple, device)
+        self._options = {key: resolve_tile(resolve_working_side(options, choice.network), self._models[key],
+                                           choice.size_multiple, device)
                          for key, choice in catalog.items()}
         self.options = options
         self.device = device
