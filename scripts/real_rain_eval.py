@@ -2,6 +2,7 @@
 
     python scripts/real_rain_eval.py [fastderain-rain100l] [default] [NAME=CHECKPOINT ...] \
         [--photos ../shared/data/real-rain] [--save work/real-heldout] [--threads 2] [--json PATH]
+    python scripts/real_rain_eval.py default --split train --working-side 0 320 480 640   # choose on the 117
 
 For the inputs and each model (``default``: the bundled default model; a bundled or registered name; or
 NAME=CHECKPOINT): mean NIQE (lower is more natural; rain streaks raise it), the rain left in the image as
@@ -57,8 +58,12 @@ def main() -> int:
     parser.add_argument("--photos", type=Path, default=Path("../shared/data/real-rain"))
     parser.add_argument("--save", type=Path, help="write each model's outputs to SAVE/NAME/")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--working-side", type=int, default=None,
-                        help="the working side of every model (default: derain run's, 0 = off)")
+    parser.add_argument("--working-side", type=int, nargs="+", default=None,
+                        help="the working side(s) of every model (default: derain run's, 0 = off); several "
+                             "give one row per model and side")
+    parser.add_argument("--split", choices=("heldout", "train"), default="heldout",
+                        help="heldout: the 30 judging photos (default); train: the other 117, the ones to "
+                             "choose settings on")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs already under --save")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -69,30 +74,37 @@ def main() -> int:
     import derain
     from derain.infer import DEFAULT_WORKING_SIDE
 
-    side = DEFAULT_WORKING_SIDE if args.working_side is None else args.working_side
+    sides = [DEFAULT_WORKING_SIDE] if args.working_side is None else args.working_side
 
-    _, held = split_real_photos(args.photos)
+    train, held = split_real_photos(args.photos)
+    if args.split == "train":
+        held = train
     inputs = [read_uint8_rgb(p) for p in held]
     rows: dict[str, list[dict[str, float]]] = {"input": [scores(x, x) for x in inputs]}
     for spec in args.models:
-        label, model, name = load(spec)
-        start = time.perf_counter()
-        folder = args.save / label if args.save else None
-        if folder is not None and folder.exists() and any(folder.iterdir()) and not args.overwrite:
-            print(f"error: {folder} already holds outputs (--overwrite to replace them)", file=sys.stderr)
-            return 2
-        outputs = [derain.derain(x, model, name, fast=True, working_side=side or None) for x in inputs]
-        seconds = time.perf_counter() - start
-        rows[label] = [scores(y, x) for y, x in zip(outputs, inputs)]
-        print(f"{label}: {len(inputs)} photos restored in {seconds:.1f} s", file=sys.stderr)
-        if folder is not None:
-            from PIL import Image
+        for side in sides:
+            label, model, name = load(spec)
+            if len(sides) > 1:
+                label = f"{label}@{side or 'off'}"
+            start = time.perf_counter()
+            folder = args.save / label if args.save else None
+            if folder is not None and folder.exists() and any(folder.iterdir()) and not args.overwrite:
+                print(f"error: {folder} already holds outputs (--overwrite to replace them)", file=sys.stderr)
+                return 2
+            outputs = [derain.derain(x, model, name, fast=True, working_side=side or None) for x in inputs]
+            seconds = time.perf_counter() - start
+            rows[label] = [scores(y, x) for y, x in zip(outputs, inputs)]
+            print(f"{label}: {len(inputs)} photos restored in {seconds:.1f} s", file=sys.stderr)
+            if folder is not None:
+                from PIL import Image
 
-            folder.mkdir(parents=True, exist_ok=True)
-            for path, y in zip(held, outputs):
-                Image.fromarray(y).save(folder / f"{path.stem}.png")
+                folder.mkdir(parents=True, exist_ok=True)
+                for path, y in zip(held, outputs):
+                    Image.fromarray(y).save(folder / f"{path.stem}.png")
     keys = ["niqe", "density", "contrast", "veil", "change", "change_p99"]
-    print(f"{len(held)} held-out real photos (working side {side or 'off'}): {', '.join(p.name for p in held)}")
+    what = "held-out" if args.split == "heldout" else "training"
+    print(f"{len(held)} {what} real photos (working side {', '.join(str(s or 'off') for s in sides)}): "
+          f"{', '.join(p.name for p in held)}")
     print(f"{'':22s}" + "".join(f"{k:>11s}" for k in keys))
     for label, values in rows.items():
         means = [float(np.nanmean([v[k] for v in values])) for k in keys]
