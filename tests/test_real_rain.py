@@ -319,3 +319,28 @@ def test_bench_leaves_the_working_side_off(shared, monkeypatch, capsys):
     monkeypatch.setattr(bench_module, "run_bench", spy)
     assert main(["bench", "fastderain-rain100l", str(shared("data/rain100l")), "--limit", "1", "-q"]) == 0
     assert seen == [None]
+
+
+def test_real_rain_layers_put_real_streaks_on_known_backgrounds(shared, tmp_path):
+    import shutil
+
+    from derain.data.datasets import PairedPatches
+    from derain.train.batches import TrainBatches
+    from derain.train.pseudo import real_rain_layers
+
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for n in (37, 41):  # 41 is held out
+        shutil.copy(shared("data/real-rain") / f"{n}.jpg", folder / f"{n}.jpg")
+    layers = real_rain_layers(folder, 320, log=lambda _: None)
+    assert [Path(name).name for name, _, _ in layers] == ["37.jpg"]
+    layer = layers[0][1]
+    assert min(layer.shape[:2]) == 320 and (layer[..., 0] == layer[..., 2]).all(), "a grey layer at the side"
+    assert 0.002 < layer.mean() / 255 < 0.2, "37.jpg is dense rain: the layer holds streaks"
+    image = np.full((96, 96, 3), 80, np.uint8)
+    clean = PairedPatches([("c", image, image)], seed=0)
+    batches = TrainBatches(None, clean, synth_ratio=0.0, seed=1,
+                           layers=PairedPatches(layers, seed=2), layer_ratio=1.0)
+    x, y = batches.sample(4, 64)
+    assert torch.equal(y, torch.full_like(y, 80 / 255))
+    assert float((x - y).min()) >= 0 and float((x - y).mean()) > 0.001

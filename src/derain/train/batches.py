@@ -44,11 +44,15 @@ class TrainBatches:
 
     def __init__(self, real: PairedPatches | None, clean: PairedPatches | None = None, synth_ratio: float = 0.0,
                  synth_preset: str = "light", seed: int = 0, photos: PairedPatches | None = None,
-                 photo_ratio: float = 0.0) -> None:
-        if real is None and (clean is None or synth_ratio < 1.0) and (photos is None or photo_ratio < 1.0):
+                 photo_ratio: float = 0.0, layers: PairedPatches | None = None, layer_ratio: float = 0.0) -> None:
+        without_pairs = (synth_ratio if clean is not None else 0.0) + (photo_ratio if photos is not None else 0.0) \
+            + (layer_ratio if layers is not None and clean is not None else 0.0)
+        if real is None and without_pairs < 1.0 - 1e-9:
             raise DerainError("no training data: set data.train, or data.synth_ratio 1 with data.synth_clean")
         self.real, self.clean, self.synth_ratio = real, clean, synth_ratio if clean is not None else 0.0
         self.photos, self.photo_ratio = photos, photo_ratio if photos is not None else 0.0
+        self.layers = layers
+        self.layer_ratio = layer_ratio if layers is not None and clean is not None else 0.0
         self.generator = torch.Generator().manual_seed(_derived_seed(seed, 2))
         self.rain_configs: list[Any] = []
         if self.synth_ratio > 0:
@@ -69,7 +73,7 @@ class TrainBatches:
         ``device``, cached in ``cache_dir``).
         """
         real = None
-        if data.synth_ratio + data.real_photos_ratio < 1.0:
+        if data.synth_ratio + data.real_photos_ratio + data.real_layers_ratio < 1.0:
             assert data.train is not None  # validate() guarantees it
             pairs = load_pairs(data.train, data.train_max_images)
             if data.teacher:
@@ -79,7 +83,7 @@ class TrainBatches:
                                         cache_dir, device, log)
             real = PairedPatches(pairs, seed=seed, augment=data.augment, rain_mix=data.rain_mix)
         clean = None
-        if data.synth_ratio > 0:
+        if data.synth_ratio > 0 or data.real_layers_ratio > 0:
             assert data.synth_clean is not None
             images = load_clean_images(data.synth_clean)
             if data.synth_exclude == "heavy-val":
@@ -99,7 +103,15 @@ class TrainBatches:
                                  data.teacher_ensemble, cache_dir / "real_photos" if cache_dir else None, device, log)
             photos = PairedPatches(pairs, seed=_derived_seed(seed, 3), augment=data.augment,
                                    label="real photo (data.real_photos)")
-        return cls(real, clean, data.synth_ratio, data.synth_preset, seed, photos, data.real_photos_ratio)
+        layers = None
+        if data.real_layers_ratio > 0:
+            from derain.train.pseudo import real_rain_layers
+
+            assert data.real_photos  # validate() guarantees it
+            layers = PairedPatches(real_rain_layers(data.real_photos, data.real_photos_side, log),
+                                   seed=_derived_seed(seed, 4), augment=data.augment, label="real rain layer")
+        return cls(real, clean, data.synth_ratio, data.synth_preset, seed, photos, data.real_photos_ratio,
+                   layers, data.real_layers_ratio)
 
     def describe(self) -> str:
         parts = []
@@ -109,6 +121,9 @@ class TrainBatches:
             parts.append(f"synthetic rain from {len(self.clean)} clean images ({self.synth_ratio:.0%} of each batch)")
         if self.photo_ratio > 0 and self.photos is not None:
             parts.append(f"{len(self.photos)} real photos with pseudo-targets ({self.photo_ratio:.0%} of each batch)")
+        if self.layer_ratio > 0 and self.layers is not None:
+            parts.append(f"the rain of {len(self.layers)} real photos on clean images ({self.layer_ratio:.0%} of "
+                         "each batch)")
         return " + ".join(parts)
 
     def check_patch(self, patch: int) -> None:
@@ -119,6 +134,8 @@ class TrainBatches:
             self.clean.check_patch(patch)
         if self.photos is not None and self.photo_ratio > 0:
             self.photos.check_patch(patch)
+        if self.layers is not None and self.layer_ratio > 0:
+            self.layers.check_patch(patch)
 
     def _synthetic_count(self, batch: int, ratio: float | None = None) -> int:
         ratio = self.synth_ratio if ratio is None else ratio
@@ -135,12 +152,19 @@ class TrainBatches:
         """One batch: real pairs first, then synthetic ones (B x 3 x patch x patch floats in [0, 1])."""
         n_synth = self._synthetic_count(batch)
         n_photos = min(self._synthetic_count(batch, self.photo_ratio), batch - n_synth)
+        n_layers = min(self._synthetic_count(batch, self.layer_ratio), batch - n_synth - n_photos)
         xs, ys = [], []
-        if batch - n_synth - n_photos > 0:
+        if batch - n_synth - n_photos - n_layers > 0:
             assert self.real is not None
-            x, y = self.real.sample(batch - n_synth - n_photos, patch)
+            x, y = self.real.sample(batch - n_synth - n_photos - n_layers, patch)
             xs.append(x)
             ys.append(y)
+        if n_layers > 0:
+            assert self.clean is not None and self.layers is not None
+            _, clean = self.clean.sample(n_layers, patch)
+            _, layer = self.layers.sample(n_layers, patch)
+            xs.append((clean + layer).clamp_(0.0, 1.0))  # rain only adds light
+            ys.append(clean)
         if n_photos > 0:
             assert self.photos is not None
             x, y = self.photos.sample(n_photos, patch)
@@ -167,6 +191,7 @@ class TrainBatches:
         return {"real": self.real.state_dict() if self.real is not None else None,
                 "clean": self.clean.state_dict() if self.clean is not None else None,
                 "photos": self.photos.state_dict() if self.photos is not None else None,
+                "layers": self.layers.state_dict() if self.layers is not None else None,
                 "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -178,6 +203,8 @@ class TrainBatches:
             self.clean.load_state_dict(state["clean"])
         if self.photos is not None and state.get("photos") is not None:
             self.photos.load_state_dict(state["photos"])
+        if self.layers is not None and state.get("layers") is not None:
+            self.layers.load_state_dict(state["layers"])
         if state.get("generator") is not None:
             self.generator.set_state(state["generator"])
 

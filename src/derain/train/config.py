@@ -83,6 +83,9 @@ class DataConfig:
     real_photos_ratio: float = 0.0
     real_photos_side: int = 640
     real_photos_teacher: str | None = None
+    # Real rain layers (derain.train.pseudo.real_rain_layers): the rain estimated in the same training photos
+    # (at ``real_photos_side``) added to clean patches of ``synth_clean``: ``real_layers_ratio`` of each batch.
+    real_layers_ratio: float = 0.0
     # All-in-one training: patches of these tasks in balanced rounds (derain.data.tasks.TaskBatches), rain
     # from ``train`` (plus ``synth_ratio`` synthetic), the other tasks synthesised from ``task_clean``.
     tasks: list[str] = field(default_factory=list)
@@ -335,6 +338,10 @@ def validate(config: TrainConfig) -> None:
         (0.0 <= config.data.synth_ratio <= 1.0, "data.synth_ratio must be in [0, 1]"),
         (0.0 <= config.data.real_photos_ratio <= 1.0 - config.data.synth_ratio,
          "data.real_photos_ratio must be in [0, 1 - data.synth_ratio]"),
+        (config.data.real_layers_ratio == 0.0 or bool(config.data.real_photos and config.data.synth_clean),
+         "data.real_layers_ratio > 0 needs data.real_photos and data.synth_clean (the backgrounds)"),
+        (config.data.real_photos_ratio + config.data.real_layers_ratio + config.data.synth_ratio <= 1.0 + 1e-9,
+         "data.synth_ratio + data.real_photos_ratio + data.real_layers_ratio must be at most 1"),
         (config.data.real_photos_ratio == 0.0 or bool(config.data.real_photos and config.data.real_photos_teacher),
          "data.real_photos_ratio > 0 needs data.real_photos (a folder of real rainy photos) and "
          "data.real_photos_teacher"),
