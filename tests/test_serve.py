@@ -151,10 +151,11 @@ def test_real_photo_is_derained_at_full_size_with_tile_progress(server, shared):
     direct = derain.derain(read_image(path).pixels, model, name, tile=256, tile_overlap=32, tile_threshold=300_000)
     assert np.abs(result - np.rint(direct * 255)).max() <= 1
 
-    # Rain was removed where it falls (the wall behind), far more than on the faces in front.
+    # Rain was removed where it falls (the wall behind), more than on the faces in front (the general default
+    # also lifts the veil over the whole photo, faces included).
     diff = np.abs(result - rainy).mean(axis=2)
     rain, faces = diff[0:320, 560:745].mean(), diff[100:250, 250:420].mean()
-    assert rain > 1.5 and rain > 3 * faces, (rain, faces)
+    assert rain > 1.5 and rain > 1.5 * faces, (rain, faces)
 
     status, headers, preview = server.request("GET", f"/api/jobs/{job['id']}/input")
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
