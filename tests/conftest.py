@@ -21,3 +21,15 @@ def shared_path(relative: str) -> Path:
 def shared():
     """Callable fixture: ``shared("data/rain100l")`` returns the path or skips."""
     return shared_path
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: its tensors are small, and a second intra-op thread gains nothing but,
+    on a busy machine, makes every element-wise op wait for a core (100x slower under load). Restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,13 +20,7 @@ from derain.imageio import read_uint8_rgb
 LIGHT = preset("light")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Single small images: a second torch thread gains nothing and waits for a core on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture

@@ -14,12 +14,7 @@ from derain.data.synth import PRESETS, preset, sample_rain, synthesize, synthesi
 REAL = preset("real")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def grey(b: int = 2, h: int = 96, w: int = 96, level: float = 0.4) -> torch.Tensor:

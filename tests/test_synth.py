@@ -16,14 +16,7 @@ from derain.imageio import read_uint8_rgb, write_image
 LIGHT = preset("light")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The tensors here are small: a second intra-op thread gains nothing and, on a busy machine, makes every
-    # element-wise op wait for a core (100x slower under load). Restored afterwards for the other tests.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def clean_batch(b: int = 4, size: int = 96) -> torch.Tensor:

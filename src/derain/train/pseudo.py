@@ -32,6 +32,17 @@ from derain.errors import DerainError
 Pair = tuple[str, np.ndarray, np.ndarray]
 
 
+def _training_photos(folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """(training photos, held-out photos) of ``folder``; a clear error when there are none to train on."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DerainError(f"data.real_photos: no folder at {folder}")
+    train, held = split_real_photos(folder)
+    if not train:
+        raise DerainError(f"data.real_photos: no photos named N.jpg in {folder}")
+    return train, held
+
+
 def downscaled(image: np.ndarray, side: int) -> np.ndarray:
     """``image`` (HxWx3 uint8) with its shorter side brought down to ``side`` (area filter), or as it is."""
     import cv2
@@ -50,12 +61,7 @@ def pseudo_pairs(folder: str | Path, side: int, teacher: str | Path, ensemble: s
     from derain.imageio import read_uint8_rgb
     from derain.train.teacher import distilled_pairs
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DerainError(f"data.real_photos: no folder at {folder}")
-    train, held = split_real_photos(folder)
-    if not train:
-        raise DerainError(f"data.real_photos: no photos named N.jpg in {folder}")
+    train, held = _training_photos(folder)
     log(f"real photos: {len(train)} for training, {len(held)} held out and not loaded")
     photos = [(str(p), downscaled(read_uint8_rgb(p), side)) for p in train]
     pairs = distilled_pairs([(n, x, x) for n, x in photos], teacher, ensemble, 1.0, cache_dir, device, log)
@@ -71,12 +77,7 @@ def real_rain_layers(folder: str | Path, side: int, log: Callable[[str], None] =
     from derain.data.rainstats import rain_layer
     from derain.imageio import read_uint8_rgb
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DerainError(f"data.real_photos: no folder at {folder}")
-    train, held = split_real_photos(folder)
-    if not train:
-        raise DerainError(f"data.real_photos: no photos named N.jpg in {folder}")
+    train, held = _training_photos(folder)
     out = []
     for path in train:
         x = downscaled(read_uint8_rgb(path), side).astype(np.float32) / 255.0
