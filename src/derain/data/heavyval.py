@@ -11,6 +11,7 @@ image is the exact target. The rain of a pair depends only on the seed, the back
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,14 @@ def is_held_out(path: str | Path) -> bool:
     if p.parent.name == "kodak24":
         return p.suffix.lower() == ".png"
     if p.parent.name == "bsds-extra":
-        names = sorted(q.name for q in p.parent.glob("*.jpg"))
-        return p.name in names[::BSDS_EVERY]
+        return p.name in _held_out_bsds(str(p.parent.resolve()))
     return False
+
+
+@lru_cache(maxsize=4)
+def _held_out_bsds(folder: str) -> frozenset[str]:
+    """Names of the held-out bsds-extra photos of ``folder`` (listed once, not once per photo asked about)."""
+    return frozenset(sorted(q.name for q in Path(folder).glob("*.jpg"))[::BSDS_EVERY])
 
 
 def pair_seed(name: str, k: int, seed: int = SEED) -> int:
