@@ -155,11 +155,21 @@ PRESETS: dict[str, RainConfig] = {
                        veil_probability=0.8, airlight=(0.6, 1.0), veil_depth=True, near_probability=0.3,
                        light_probability=0.5, night_probability=0.12, noise_probability=0.4, noise=(0.002, 0.015),
                        jpeg_probability=0.6, jpeg_quality=(60.0, 95.0)),
+    # The dense tail of real rain, which `real` draws rarely: a downpour of short drops and splashes, many per
+    # patch, bright against dark scenes, with near out-of-focus drops on half the images (issue 36: dense fine
+    # rain was what the first general model left on real photos).
+    "dense": RainConfig(layers=3, density=(0.002, 0.008), length=(3.0, 16.0), width=(0.8, 2.2),
+                        angle=(-30.0, 30.0), angle_jitter=15.0, brightness=(0.2, 0.6), brightness_spread=0.8,
+                        blur=(0.0, 0.8), depth_scale=0.6, depth_gradient=(0.0, 0.4), veil=(0.05, 0.4),
+                        veil_probability=0.6, airlight=(0.6, 1.0), veil_depth=True, near_probability=0.5,
+                        near_density=(0.0002, 0.001), near_length=(10.0, 40.0), near_width=(2.5, 6.0),
+                        light_probability=0.5, night_probability=0.12, noise_probability=0.4, noise=(0.002, 0.015),
+                        jpeg_probability=0.6, jpeg_quality=(60.0, 95.0)),
 }
 
 
 def preset(name: str) -> RainConfig:
-    """The named preset (``light``, ``heavy`` or ``real``)."""
+    """The named preset (``light``, ``heavy``, ``real`` or ``dense``)."""
     if name not in PRESETS:
         raise ValueError(f"unknown rain preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
