@@ -2,7 +2,8 @@
 
 Every key of the YAML file must be a field of the matching dataclass and have its type; anything else fails
 with one line that names the dotted key (``optim.lrr: unknown key``), so a typo never silently trains with a
-default. ``--set key=value`` overrides use the same dotted keys and YAML syntax for the value.
+default; a key written twice is refused with both line numbers (:mod:`derain.yamlload`). ``--set key=value``
+overrides use the same dotted keys and YAML syntax for the value.
 """
 from __future__ import annotations
 
@@ -13,11 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
-
 from derain.data.datasets import AUGMENTATIONS
 from derain.data.tasks import TASKS
 from derain.errors import DerainError
+from derain.yamlload import load_yaml_file, load_yaml_text
 
 
 @dataclass
@@ -268,8 +268,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise DerainError(f"override {text!r} must look like key=value (dotted keys, e.g. optim.lr=5e-4)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = load_yaml_text(raw, f"override {text!r}") if raw.strip() else None
+    except DerainError as exc:
+        if "duplicate key" in str(exc):  # {a: 1, a: 2} is a mistake; unparsable text is a plain string
+            raise
         value = raw
     return key.strip().split("."), value
 
@@ -295,10 +297,7 @@ def read_config_mapping(path: str | Path | None, overrides: typing.Iterable[str]
         path = Path(path)
         if not path.is_file():
             raise DerainError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise DerainError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        loaded = load_yaml_file(path)  # a key written twice is refused, with both line numbers
         if loaded is not None and not isinstance(loaded, dict):
             raise DerainError(f"config {path} must be a mapping of keys to values")
         data = loaded or {}

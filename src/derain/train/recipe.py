@@ -26,6 +26,7 @@ import yaml
 from derain.errors import DerainError
 from derain.train.config import TrainConfig, from_dict, load_config
 from derain.train.loop import LAST, Trainer, state_path_for
+from derain.yamlload import load_yaml_file
 
 
 @dataclasses.dataclass
@@ -40,14 +41,16 @@ def is_recipe(path: str | Path) -> bool:
     """True for a YAML file whose top level has a ``recipe`` key (a list of stages)."""
     try:
         data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False  # the config loader reports what is wrong with it
     return isinstance(data, dict) and "recipe" in data
 
 
 def load_recipe(path: str | Path) -> list[RecipeStage]:
     """The stages of a recipe file; unknown keys and missing configs are one-line errors."""
-    data = yaml.safe_load(Path(path).read_text())
+    data = load_yaml_file(path, "recipe")  # a key written twice is refused, with both line numbers
+    if not isinstance(data, dict) or "recipe" not in data:
+        raise DerainError(f"recipe {path} must be a mapping with a 'recipe:' list of stages")
     extra = sorted(set(data) - {"recipe"})
     if extra:
         raise DerainError(f"recipe {path}: unknown key '{extra[0]}' (a recipe holds only 'recipe:', a list of stages)")
