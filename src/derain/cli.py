@@ -12,7 +12,7 @@ from pathlib import Path
 from derain.errors import DerainError
 
 SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "finetune", "synth", "serve", "compare", "export",
-               "selfsup")
+               "selfsup", "video")
 TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
 
 
@@ -129,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
                      help="torch (default) or onnxruntime with --weights MODEL.onnx from `derain export --onnx`")
     _inference_args(run)
+
+    vid = sub.add_parser("video", help="derain a video (streamed, sound kept, neighbouring frames combined)")
+    vid.add_argument("input", metavar="VIDEO", help="video file (any container and codec FFmpeg decodes)")
+    vid.add_argument("-o", "--output", required=True, help="output video file (.mp4, .mkv, .mov)")
+    vid.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    vid.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
+                     help="combine each frame with its 3 neighbours on each side, aligned by optical flow, where "
+                          "the alignment is reliable (default: on; --no-temporal: each frame alone)")
+    vid.add_argument("--codec", help="video encoder (default libx264; e.g. libx265, mpeg4, ffv1)")
+    vid.add_argument("--crf", type=int, help="constant quality for x264/x265/VP9/AV1, lower is better (default 18)")
+    vid.add_argument("--bitrate", help="target bitrate instead of --crf, e.g. 4M or 800k")
+    vid.add_argument("--start", type=float, default=0.0, metavar="SECONDS", help="begin this far into the input")
+    vid.add_argument("--duration", type=float, metavar="SECONDS", help="derain only this many seconds")
+    _inference_args(vid)
 
     exp = sub.add_parser("export", help="export a model to ONNX (dynamic size), checked against PyTorch")
     exp.add_argument("--onnx", required=True, metavar="FILE.onnx", help="ONNX file to write")
@@ -292,6 +306,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_video(args: argparse.Namespace) -> int:
+    from derain.video import VideoJob, derain_video
+    from derain.video.streams import EncodeSettings, parse_bitrate
+    encode = EncodeSettings(codec=args.codec, crf=args.crf, start=args.start, duration=args.duration,
+                            bitrate=parse_bitrate(args.bitrate) if args.bitrate else None)
+    job = VideoJob(input=Path(args.input), output=Path(args.output), model=args.model, weights=args.weights,
+                   device=args.device, options=_options(args), temporal=args.temporal, encode=encode,
+                   overwrite=args.overwrite, quiet=args.quiet)
+    report = derain_video(job)
+    mode = "temporal" if report.temporal else "single-frame"
+    print(f"derain: wrote {report.output} ({report.frames} frames, {mode}, "
+          f"{report.frames / max(report.seconds, 1e-9):.2f} frames/s)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from derain.export import export_checkpoint
     report = export_checkpoint(args.model, args.weights, args.onnx, args.overwrite, args.tolerance)
@@ -430,7 +459,7 @@ def cmd_selfsup(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "train": cmd_train,
             "finetune": cmd_finetune, "synth": cmd_synth, "serve": cmd_serve, "compare": cmd_compare,
-            "export": cmd_export, "selfsup": cmd_selfsup}
+            "export": cmd_export, "selfsup": cmd_selfsup, "video": cmd_video}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,134 @@
+"""The job behind ``derain video``: decode a clip, derain every frame, combine neighbours, encode, keep the sound.
+
+The output is written to a hidden file beside its final name and renamed only when the whole clip is done,
+so an interrupted or failed run never leaves a file that looks complete.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from derain.errors import DerainError
+from derain.infer import InferenceOptions, prepare_for, resolve_device, resolve_tile, resolve_working_side, restore
+from derain.models import get_spec
+from derain.overwrite import refuse_existing
+from derain.video.streams import EncodeSettings, Frame, choose_encoder, probe, require_av, transcode
+from derain.video.temporal import TemporalOptions, temporal_filter
+
+
+@dataclass
+class VideoJob:
+    """Everything ``derain video`` needs to know."""
+
+    input: Path
+    output: Path
+    model: str | None = None
+    weights: str | None = None
+    device: str = "auto"
+    options: InferenceOptions = field(default_factory=InferenceOptions)
+    temporal: bool = True
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+    overwrite: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class VideoReport:
+    """What a video run did."""
+
+    output: Path
+    frames: int
+    seconds: float
+    temporal: bool
+
+
+FrameFn = Callable[[np.ndarray], np.ndarray]
+
+
+def frame_derainer(model: torch.nn.Module, name: str, options: InferenceOptions, device: torch.device) -> FrameFn:
+    """A function uint8 RGB frame -> derained uint8 RGB frame, with ``model`` prepared once."""
+    options = resolve_working_side(options, name)
+    model = prepare_for(model, options, device)
+    multiple = get_spec(name).size_multiple
+    options = resolve_tile(options, model, multiple, device)
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div_(255.0)
+        y = restore(model, x, multiple, options, device)[0].permute(1, 2, 0).numpy()
+        return np.rint(y * 255.0).astype(np.uint8)
+
+    return run
+
+
+def derain_frames(frames: Iterable[Frame], derain_one: FrameFn, temporal: bool,
+                  temporal_options: TemporalOptions = TemporalOptions()) -> Iterator[Frame]:
+    """Derained ``frames``, in order; ``temporal``: combined with their aligned neighbours
+    (:mod:`derain.video.temporal`)."""
+    single = (Frame(derain_one(f.pixels), f.pts, f.index) for f in frames)
+    return temporal_filter(single, temporal_options) if temporal else single
+
+
+def _check_paths(job: VideoJob) -> None:
+    """Refuse a plan that would lose or clobber something, before any work."""
+    if not job.input.exists():
+        raise DerainError(f"no such file: {job.input}")
+    if job.input.is_dir():
+        raise DerainError(f"{job.input} is a folder; derain video takes one video file")
+    if job.output.exists() and job.output.resolve() == job.input.resolve():
+        raise DerainError(f"output {job.output} is the input itself; choose another name with -o")
+    if job.output.is_dir():
+        raise DerainError(f"output {job.output} is a folder; name the output file, e.g. -o clean.mp4")
+    if not job.output.suffix:
+        raise DerainError(f"output {job.output} has no container suffix; name it .mp4, .mkv or .mov")
+    refuse_existing([job.output], job.overwrite)
+    folder = job.output.parent
+    if not folder.is_dir():
+        raise DerainError(f"output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DerainError(f"output folder {folder} is not writable")
+
+
+def derain_video(job: VideoJob) -> VideoReport:
+    """Derain the video ``job.input`` into ``job.output`` (see the module docstring); one clear line on errors."""
+    require_av()
+    _check_paths(job)
+    info = probe(job.input)  # a bad input is reported before the model loads
+    choose_encoder(job.encode.codec)
+    if job.encode.start < 0 or (job.encode.duration is not None and job.encode.duration <= 0):
+        raise DerainError("--start must be 0 or more and --duration more than 0 seconds")
+
+    from derain import load_model
+
+    device = resolve_device(job.device)
+    model, name = load_model(job.model, job.weights)
+    derain_one = frame_derainer(model.to(device), name, job.options, device)
+
+    expected = info.frames or (round(info.duration * float(info.rate)) if info.duration else None)
+    if expected and (job.encode.start or job.encode.duration):
+        span = (job.encode.duration if job.encode.duration else max(0.0, info.duration - job.encode.start))
+        expected = max(1, round(min(span, max(0.0, info.duration - job.encode.start)) * float(info.rate)))
+    mode = "temporal" if job.temporal else "single-frame"
+    bar = tqdm(total=expected, unit="frame", disable=job.quiet, desc=f"derain video ({name}, {mode}, {device.type})")
+    partial = job.output.with_name(f".{job.output.stem}.partial{job.output.suffix}")
+    started = time.perf_counter()
+    try:
+        written = transcode(info, partial, lambda frames: derain_frames(frames, derain_one, job.temporal),
+                            job.encode, on_frame=lambda: bar.update(1))
+        os.replace(partial, job.output)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # never leave a partial clip behind
+        raise
+    finally:
+        bar.close()
+    if not job.quiet and info.rotation:
+        tqdm.write(f"derain: kept the display rotation of {info.rotation} degrees", file=sys.stderr)
+    return VideoReport(output=job.output, frames=written, seconds=time.perf_counter() - started,
+                       temporal=job.temporal)
