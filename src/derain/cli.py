@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--limit", type=int, help="only the first N pairs of each set")
     _inference_args(bench, fast=False)
 
-    sub.add_parser("models", help="list the available networks")
+    mods = sub.add_parser("models", help="list the available networks (the bundled default marked)")
+    mods.add_argument("name", nargs="?", help="show this model in full: description, configuration, weights")
 
     syn = sub.add_parser("synth", help="add synthetic rain to clean images (training pairs, previews)")
     syn.add_argument("inputs", nargs="+", metavar="CLEAN", help="clean image files, folders or glob patterns")
@@ -374,13 +375,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from derain.models import build, count_parameters, list_specs
-    from derain.evaluate import format_table
-    rows = []
-    for spec in list_specs():
-        config = ", ".join(f"{k}={v}" for k, v in spec.default_config.items())
-        rows.append([spec.name, f"{count_parameters(build(spec.name)):,}", str(spec.size_multiple), config])
-    print(format_table(["model", "parameters", "size multiple", "default config"], rows))
+    from derain.models.listing import describe_model, models_table
+    print(describe_model(args.name) if args.name else models_table())
     return 0
 
 
