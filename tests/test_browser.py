@@ -160,6 +160,27 @@ def test_upload_queue_slider_loupe_and_download(server, browser, downloads, shar
     # levels here); the rainy wall still changes well beyond that.
     assert rain > 1.5 and rain > 1.5 * faces, (rain, faces)
 
+    # JPEG and WebP downloads: the same picture at a fraction of the PNG's size; the JPEG with the photo's own
+    # quantization tables (it was a JPEG), so about the size of the photo sent.
+    from selenium.webdriver.support.ui import Select
+
+    png_size = target.stat().st_size
+    for value, suffix, kind in (("jpeg", "jpg", "JPEG"), ("webp", "webp", "WEBP")):
+        Select(browser.find_element(By.ID, "format")).select_by_value(value)
+        assert browser.find_element(By.ID, "download").text == f"Download {'JPEG' if kind == 'JPEG' else 'WebP'}"
+        browser.find_element(By.ID, "download").click()
+        lossy = downloads / f"96-derained.{suffix}"
+        wait_for(browser, lambda d, p=lossy: p.is_file() and not list(downloads.glob("*.crdownload")),
+                 f"the {kind} download never arrived", 60)
+        time.sleep(0.2)
+        image = Image.open(lossy)
+        assert image.format == kind and image.size == (745, 466)
+        assert lossy.stat().st_size < png_size / 3, (lossy.stat().st_size, png_size)
+        error = np.abs(np.asarray(image.convert("RGB")).astype(np.float64) - result.astype(np.float64)).mean()
+        assert error < 4, (kind, error)
+        if kind == "JPEG":
+            assert image.quantization == Image.open(photo).quantization
+
     # Nothing on the page failed to load or broke the content policy (every file is served locally).
     problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"
                 and "/api/jobs" not in e["message"]]  # the refused upload is an expected 415

@@ -7,6 +7,8 @@ import json
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -299,3 +301,278 @@ def test_derain_serve_reports_a_missing_checkpoint_on_one_line():
                              "restormer=/nonexistent/deraining.pth"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip() == "derain: error: checkpoint not found: /nonexistent/deraining.pth"
+
+
+# --- cancelling: a deleted running job stops between tiles and frees the queue -------------------------------
+class SlowNet(nn.Module):
+    """An identity network that takes a while per tile and counts its calls (on the class: the queue runs a
+    prepared deep copy of the module)."""
+
+    calls = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        time.sleep(0.03)
+        return x.clone()
+
+
+def test_deleting_a_running_job_cancels_it_between_tiles_and_frees_the_queue():
+    # Tiles of 64 with an overlap of 16 cut a 640x640 image into 13 x 13 = 169 tiles (about 5 s of sleeping).
+    options = InferenceOptions(tile=64, tile_overlap=16, tile_threshold=0)
+    catalog = {"slow": ModelChoice(key="slow", network="fastderain", weights="-", model=SlowNet(), size_multiple=16)}
+    srv = Server(ServeConfig(port=0, options=options), catalog=catalog)
+    try:
+        status, big = srv.upload(png_bytes(640, 640), name="big.png")
+        assert status == 202
+        status, small = srv.upload(png_bytes(48, 32), name="small.png")
+        assert status == 202 and small["state"] == "queued" and small["ahead"] == 1
+        worker_job = srv.httpd.jobs.get(big["id"])  # the worker's own record, still there after the delete
+        deadline = time.monotonic() + 60
+        while worker_job.tiles_done < 3:
+            assert time.monotonic() < deadline, "the big job never started"
+            time.sleep(0.01)
+        total = worker_job.tiles_total
+        assert total == count_tiles(640, 640, options, 16) == 169
+
+        status, reply = srv.json("DELETE", f"/api/jobs/{big['id']}")
+        assert status == 200 and reply["deleted"] == big["id"]
+        assert srv.json("GET", f"/api/jobs/{big['id']}")[0] == 404
+        # The photo behind it runs next, long before the deleted one would have finished all its tiles.
+        done = srv.wait(small["id"], timeout=60)
+        assert done["state"] == "done", done
+        stopped_at, calls = worker_job.tiles_done, SlowNet.calls
+        assert stopped_at < total and calls < total + 1, (stopped_at, calls, total)
+        time.sleep(0.3)  # the cancelled job computes nothing more
+        assert worker_job.tiles_done == stopped_at and SlowNet.calls == calls
+        assert [j["id"] for j in srv.json("GET", "/api/jobs")[1]["jobs"]] == [small["id"]]
+        assert reply.get("cancelled") is True  # the answer says it was stopped, not just forgotten
+
+        # A script waiting on POST /api/derain that hangs up cancels its photo the same way.
+        before = SlowNet.calls
+        raw = png_bytes(640, 640)
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        sock.sendall(f"POST /api/derain?name=gone.png HTTP/1.1\r\nHost: localhost\r\n"
+                     f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+        deadline = time.monotonic() + 60
+        while SlowNet.calls < before + 3:
+            assert time.monotonic() < deadline, "the synchronous job never started"
+            time.sleep(0.01)
+        sock.close()
+        deadline = time.monotonic() + 30
+        while srv.json("GET", "/api/health")[1]["jobs"]["running"]:
+            assert time.monotonic() < deadline, "the abandoned job kept running"
+            time.sleep(0.05)
+        calls = SlowNet.calls
+        assert calls - before < total, (calls - before, total)
+        time.sleep(0.3)
+        assert SlowNet.calls == calls
+    finally:
+        srv.close()
+
+
+# --- bad requests and clients that hang up: one JSON line, no traceback ------------------------------------------
+def raw_exchange(port: int, request: bytes, reset: bool = False) -> bytes:
+    """Send ``request`` on a fresh socket; return what comes back (nothing when ``reset`` hangs up at once,
+    with a TCP reset, as a closed browser tab or a killed script does)."""
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        sock.sendall(request)
+        if reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return b""
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        sock.close()
+
+
+def test_negative_content_length_gets_a_one_line_json_400(server, capfd):
+    reply = raw_exchange(server.port, b"POST /api/jobs?name=a.png HTTP/1.1\r\nHost: localhost\r\n"
+                                      b"Content-Length: -5\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), reply[:200]
+    assert b"Content-Type: application/json" in head
+    error = json.loads(body)["error"]
+    assert "Content-Length" in error and "\n" not in error
+    assert "Traceback" not in capfd.readouterr().err
+    assert server.json("GET", "/api/config")[0] == 200  # and it goes on serving
+
+
+def test_clients_that_hang_up_leave_no_traceback(server, capfd):
+    photo = png_bytes(64, 48)
+    status, job = server.upload(photo, name="hangup.png")
+    assert status == 202 and server.wait(job["id"])["state"] == "done"
+    requests = [
+        # an upload cut off half way by a reset
+        b"POST /api/jobs?name=x.png HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n" + photo[:100],
+        # a download, and a page, asked for and abandoned at once
+        f"GET /api/jobs/{job['id']}/result HTTP/1.1\r\nHost: localhost\r\n\r\n".encode(),
+        b"GET /static/app.js HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    ]
+    for request in requests * 3:
+        raw_exchange(server.port, request, reset=True)
+    time.sleep(0.5)  # let the handler threads meet the closed connections
+    assert server.json("GET", "/api/config")[0] == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Error" not in err, err[-2000:]
+
+
+def test_malformed_requests_get_json_errors(server):
+    reply = raw_exchange(server.port, b"PUT /api/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] in (b"405", b"501") and "PUT" in json.loads(body)["error"]
+    reply = raw_exchange(server.port, b"GET /" + b"x" * 70000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"414" and json.loads(body)["error"]
+
+
+# --- multipart forms, the synchronous endpoint, health, result formats -----------------------------------
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body as browsers and ``curl -F`` send it, and its Content-Type."""
+    boundary = "------------------------d5a1c0ffee"
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, data) in files.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                  f"Content-Type: application/octet-stream\r\n\r\n".encode())
+        out.write(data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def textured(width: int, height: int, fmt: str = "PNG") -> bytes:
+    """A small photo-like image: smooth colour gradients and waves with a little grain (plain grey would hide
+    a mixed-up file; pure noise is no photo)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    rng = np.random.default_rng(width * height)
+    pixels = np.stack([60 + 120 * x / width, 80 + 60 * np.sin(y / 7.0), 140 + 50 * np.cos((x + y) / 11.0)], axis=2)
+    pixels += rng.normal(0, 2, pixels.shape)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)).save(out, format=fmt)
+    return out.getvalue()
+
+
+def test_multipart_form_upload_is_queued_like_a_raw_one(server):
+    photo = textured(80, 56)
+    body, content_type = multipart({"model": "fastderain-rain100l"}, {"file": ("form photo.png", photo)})
+    status, job = server.json("POST", "/api/jobs", body, headers={"Content-Type": content_type})
+    assert status == 202, job
+    assert job["filename"] == "form photo.png" and job["model"] == "fastderain-rain100l"
+    assert (job["width"], job["height"]) == (80, 56)
+    assert server.wait(job["id"])["state"] == "done"
+    # The same photo sent raw gives the same result: the form's bytes arrived unchanged.
+    status, raw = server.upload(photo, name="raw.png", model="fastderain-rain100l")
+    assert status == 202 and server.wait(raw["id"])["state"] == "done"
+    results = [server.request("GET", f"/api/jobs/{i}/result")[2] for i in (job["id"], raw["id"])]
+    assert results[0] == results[1]
+
+    # A form without a file says how to send one.
+    body, content_type = multipart({"model": "fastderain"}, {})
+    status, reply = server.json("POST", "/api/jobs", body, headers={"Content-Type": content_type})
+    assert status == 400 and "file=@" in reply["error"]
+    status, reply = server.json("POST", "/api/jobs", b"--x\r\n", headers={"Content-Type": "multipart/form-data"})
+    assert status == 400 and "boundary" in reply["error"]
+
+
+def test_curl_form_upload(server, tmp_path):
+    import shutil
+
+    if shutil.which("curl") is None:
+        pytest.skip("needs the curl command")
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(textured(72, 40, "JPEG"))
+    out = subprocess.run(["curl", "-sS", "-F", f"file=@{path}", f"http://localhost:{server.port}/api/jobs"],
+                         capture_output=True, timeout=60)
+    job = json.loads(out.stdout)
+    assert job["filename"] == "photo.jpg" and (job["width"], job["height"]) == (72, 40), job
+    result = tmp_path / "out.png"
+    out = subprocess.run(["curl", "-sS", "-f", "-F", f"file=@{path}", "-o", str(result),
+                          f"http://localhost:{server.port}/api/derain"], capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert Image.open(result).format == "PNG" and Image.open(result).size == (72, 40)
+
+
+def test_synchronous_derain_returns_the_image(server):
+    photo = textured(96, 64)
+    status, headers, body = server.request("POST", "/api/derain?name=sync.png", photo)
+    assert status == 200 and headers["Content-Type"] == "image/png", body[:200]
+    result = Image.open(io.BytesIO(body))
+    assert result.format == "PNG" and result.size == (96, 64)
+    assert "sync-derained.png" in headers["Content-Disposition"]
+    # The same pixels as the queue gives, and nothing is left behind in the queue.
+    status, job = server.upload(photo, name="queued.png")
+    assert status == 202 and server.wait(job["id"])["state"] == "done"
+    assert server.request("GET", f"/api/jobs/{job['id']}/result")[2] == body
+    assert all(j["filename"] != "sync.png" for j in server.json("GET", "/api/jobs")[1]["jobs"])
+
+    body_form, content_type = multipart({"format": "webp"}, {"file": ("form.png", photo)})
+    status, headers, body = server.request("POST", "/api/derain", body_form, headers={"Content-Type": content_type})
+    assert status == 200 and headers["Content-Type"] == "image/webp"
+    assert Image.open(io.BytesIO(body)).format == "WEBP" and "form-derained.webp" in headers["Content-Disposition"]
+
+    status, reply = server.json("POST", "/api/derain", b"not an image at all")
+    assert status == 415 and "not an image" in reply["error"]
+    status, reply = server.json("POST", "/api/derain?format=gif", photo)
+    assert status == 400 and "png, jpeg, webp" in reply["error"]
+
+
+def test_health(server):
+    status, health = server.json("GET", "/api/health")
+    assert status == 200 and health["status"] == "ok"
+    assert health["models"] == ["fastderain", "fastderain-rain100l"] and health["device"] == "cpu"
+    assert set(health["jobs"]) == {"queued", "running", "done", "failed"}
+
+
+@pytest.mark.parametrize("fmt, mime, pil", [("jpeg", "image/jpeg", "JPEG"), ("jpg", "image/jpeg", "JPEG"),
+                                            ("webp", "image/webp", "WEBP"), ("png", "image/png", "PNG")])
+def test_result_downloads_in_jpeg_webp_or_png(server, fmt, mime, pil):
+    photo = textured(96, 64)
+    status, job = server.upload(photo, name="formats.jpg")
+    assert status == 202 and server.wait(job["id"])["state"] == "done"
+    png = server.request("GET", f"/api/jobs/{job['id']}/result")[2]
+    status, headers, body = server.request("GET", f"/api/jobs/{job['id']}/result?format={fmt}&download=1")
+    assert status == 200 and headers["Content-Type"] == mime
+    suffix = {"jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "png": ".png"}[fmt]
+    assert f"formats-derained{suffix}" in headers["Content-Disposition"]
+    image = Image.open(io.BytesIO(body))
+    assert image.format == pil and image.size == (96, 64)
+    reference = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.float64)
+    # Lossy, but the same picture: within a few grey levels of the PNG on average.
+    error = np.abs(np.asarray(image.convert("RGB")).astype(np.float64) - reference).mean()
+    assert error < 3, error
+    status, reply = server.json("GET", f"/api/jobs/{job['id']}/result?format=bmp")
+    assert status == 400 and "png, jpeg, webp" in reply["error"]
+    status, reply = server.json("GET", f"/api/jobs/{job['id']}/result?format=jpeg&quality=0")
+    assert status == 400 and "quality" in reply["error"]
+
+
+def test_jpeg_download_of_a_jpeg_keeps_its_encoding_and_exif(server):
+    photo = Image.open(io.BytesIO(textured(160, 120)))
+    exif = Image.Exif()
+    exif[0x010F] = "RainCam"  # Make
+    out = io.BytesIO()
+    photo.save(out, format="JPEG", quality=70, subsampling=2, exif=exif.tobytes())
+    upload = out.getvalue()
+    status, job = server.upload(upload, name="cam.jpg")
+    assert status == 202 and server.wait(job["id"])["state"] == "done"
+    status, headers, body = server.request("GET", f"/api/jobs/{job['id']}/result?format=jpeg")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    result, original = Image.open(io.BytesIO(body)), Image.open(io.BytesIO(upload))
+    from PIL import JpegImagePlugin
+
+    # The upload's own quantization tables and 4:2:0 chroma, not a fixed quality: about the size it was.
+    assert result.quantization == original.quantization
+    assert JpegImagePlugin.get_sampling(result) == JpegImagePlugin.get_sampling(original) == 2
+    assert result.getexif().get(0x010F) == "RainCam"
+    # An explicit quality overrides the tables.
+    status, _, body = server.request("GET", f"/api/jobs/{job['id']}/result?format=jpeg&quality=95")
+    assert status == 200 and Image.open(io.BytesIO(body)).quantization != original.quantization

@@ -1,24 +1,33 @@
 """The HTTP side of ``derain serve``: the page, its static files, and a small JSON API over the job queue.
 
-Standard library only (``http.server``). Uploads are the file's raw bytes as the request body
-(``POST /api/jobs?model=NAME&name=FILE``), so no multipart parsing is needed. Every error is JSON
-``{"error": "..."}`` with a 4xx status, and the server keeps serving.
+Standard library only (``http.server``). An upload is either the file's raw bytes as the request body
+(``POST /api/jobs?model=NAME&name=FILE``, as the page sends it) or a ``multipart/form-data`` form with one
+file field (``curl -F file=@photo.jpg``), whose other fields (model, task, name, format, quality) count as
+the query's. Every error is JSON ``{"error": "..."}`` with a 4xx status (5xx for a bug), and the server keeps
+serving; a client that hangs up is no error.
 
 API::
 
+    GET    /api/health             {"status": "ok", models, device, job counts}
     GET    /api/config             models, default model, limits
     POST   /api/jobs?model=&task=&name=   queue a photo -> 202 {job}
+    POST   /api/derain?model=&task=&name=&format=&quality=
+                                   derain a photo and answer with the image itself (waits in the same queue;
+                                   hanging up cancels it)
     GET    /api/jobs               every job's status
     GET    /api/jobs/ID            one job's status (state, stage, tiles_done/tiles_total, error)
     GET    /api/jobs/ID/input      the upright input as JPEG (the "before" view)
-    GET    /api/jobs/ID/result     the result as full-resolution PNG (?download=1: as an attachment)
-    DELETE /api/jobs/ID            forget a job
+    GET    /api/jobs/ID/result     the full-resolution result: ?format=png (default, 16-bit when the input
+                                   was), jpeg or webp, &quality=1..100; ?download=1: as an attachment
+    DELETE /api/jobs/ID            forget a job; a running one is cancelled at its next tile
 """
 from __future__ import annotations
 
 import json
 import re
+import select
 import socket
+import sys
 import webbrowser
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -31,7 +40,8 @@ from derain.errors import DerainError
 from derain.infer import InferenceOptions, resolve_device
 from derain.serve.catalog import build_catalog
 from derain.serve.jobs import JobQueue
-from derain.serve.uploads import UploadError, inspect_upload
+from derain.serve.jobs import Job
+from derain.serve.uploads import RESULT_FORMATS, UploadError, encode_result, inspect_upload, parse_form
 
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
@@ -80,6 +90,13 @@ class DerainServer(ThreadingHTTPServer):
         super().server_close()
         self.jobs.stop()
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up (a closed tab, a killed script) is no error: nothing to print. Anything else
+        is a bug and keeps its traceback."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
 
 def _json(payload: object) -> bytes:
     return json.dumps(payload).encode("utf-8")
@@ -90,6 +107,19 @@ def _safe_filename(name: str) -> str:
     name = PurePath(name.replace("\\", "/")).name
     name = "".join(ch for ch in name if ch.isprintable() and ch not in '"/')
     return name[:200] or "photo"
+
+
+def _result_format(params: dict[str, str]) -> tuple[str, int | None]:
+    """``format`` and ``quality`` of a result request, checked: (a RESULT_FORMATS key, quality or None)."""
+    fmt = (params.get("format") or "png").lower()
+    if fmt not in RESULT_FORMATS:
+        raise UploadError(HTTPStatus.BAD_REQUEST, f"unknown format {fmt!r}; choose png, jpeg, webp")
+    text = params.get("quality")
+    if text is None or text == "":
+        return fmt, None
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise UploadError(HTTPStatus.BAD_REQUEST, f"quality must be a whole number from 1 to 100, not {text!r}")
+    return fmt, int(text)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -121,6 +151,11 @@ class Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._send_json({"error": message}, status)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, too many headers) as JSON, like ours."""
+        self.close_connection = True
+        self._error(code, message or HTTPStatus(code).phrase)
+
     def _host_allowed(self) -> bool:
         """On a loopback address, only loopback host names (stops DNS-rebinding pages from using the server)."""
         if self.server.config.host not in LOOPBACK:
@@ -139,6 +174,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._get(path)
             elif method == "POST" and path == "/api/jobs":
                 self._post_job()
+            elif method == "POST" and path == "/api/derain":
+                self._post_derain()
             elif method == "DELETE" and _JOB_PATH.match(path):
                 self._delete_job(path)
             else:
@@ -159,6 +196,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:  # noqa: N802
         self._route("DELETE")
 
+    def do_PUT(self) -> None:  # noqa: N802 (answered "no such endpoint", as JSON)
+        self._route("PUT")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._route("PATCH")
+
     # --- GET ---------------------------------------------------------------------------------------------
     def _get(self, path: str) -> None:
         if path in ("/", "/index.html"):
@@ -167,6 +210,8 @@ class Handler(BaseHTTPRequestHandler):
             self._static(path[len("/static/"):])
         elif path == "/api/config":
             self._send_json(self._config())
+        elif path == "/api/health":
+            self._health()
         elif path == "/api/jobs":
             self._send_json({"jobs": self.server.jobs.statuses()})
         elif match := _JOB_PATH.match(path):
@@ -190,6 +235,13 @@ class Handler(BaseHTTPRequestHandler):
                 "max_upload_bytes": config.max_upload_bytes, "max_megapixels": config.max_pixels / 1e6,
                 "tile": self.server.jobs.tile(models[0]["name"])}
 
+    def _health(self) -> None:
+        jobs = self.server.jobs
+        ok = jobs.alive
+        self._send_json({"status": "ok" if ok else "error", "models": list(jobs.catalog),
+                         "device": str(jobs.device), "jobs": jobs.counts()},
+                        HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE)
+
     def _get_job(self, job_id: str, part: str | None) -> None:
         job = self.server.jobs.get(job_id)
         if job is None:
@@ -208,11 +260,16 @@ class Handler(BaseHTTPRequestHandler):
         if part == "/input":
             self._send(HTTPStatus.OK, body, "image/jpeg")
             return
-        headers = {}
-        if "download" in parse_qs(urlsplit(self.path).query):
-            name = f"{PurePath(job.filename).stem}-derained.png"
-            headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
-        self._send(HTTPStatus.OK, body, "image/png", headers)
+        query = {key: values[0] for key, values in parse_qs(urlsplit(self.path).query).items()}
+        self._send_result(job, *_result_format(query), attachment="download" in query)
+
+    def _send_result(self, job: Job, fmt: str, quality: int | None, attachment: bool) -> None:
+        """The job's result encoded as ``fmt``, named after the upload (``photo-derained.jpg``)."""
+        _, mime, suffix = RESULT_FORMATS[fmt]
+        body = encode_result(job.result, fmt, quality, job.jpeg)
+        name = f"{PurePath(job.filename).stem}-derained{suffix}"
+        disposition = f"{'attachment' if attachment else 'inline'}; filename*=UTF-8''{quote(name)}"
+        self._send(HTTPStatus.OK, body, mime, {"Content-Disposition": disposition})
 
     # --- POST / DELETE -----------------------------------------------------------------------------------
     def _read_body(self) -> bytes:
@@ -223,9 +280,12 @@ class Handler(BaseHTTPRequestHandler):
             raise UploadError(HTTPStatus.LENGTH_REQUIRED, "send the image as the request body with a Content-Length")
         try:
             length = int(length_text)
+            if length < 0:
+                raise ValueError(length)
         except ValueError:
-            self.close_connection = True
-            raise UploadError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length_text!r}") from None
+            self.close_connection = True  # where the body ends is unknown: nothing more can be read from it
+            raise UploadError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length_text!r}: it must be the "
+                                                      "body's size in bytes") from None
         if length > limit:
             # Read and drop a moderately large body, so the client is not cut off mid-send and sees the
             # message; beyond that, close the connection rather than read gigabytes.
@@ -246,13 +306,26 @@ class Handler(BaseHTTPRequestHandler):
             raise UploadError(HTTPStatus.BAD_REQUEST, "the upload was cut off before its end")
         return data
 
-    def _post_job(self) -> None:
-        query = parse_qs(urlsplit(self.path).query)
-        catalog = self.server.jobs.catalog
-        model = query.get("model", [next(iter(catalog))])[0]
-        task = query.get("task", [None])[0] or None
-        filename = _safe_filename(query.get("name", ["photo"])[0])
+    def _read_upload(self) -> tuple[bytes, dict[str, str]]:
+        """The uploaded file's bytes and the request's parameters: the query's, and a form's text fields
+        (``name`` defaults to the form's file name)."""
+        params = {key: values[0] for key, values in parse_qs(urlsplit(self.path).query).items()}
         data = self._read_body()  # read first, so an early refusal never leaves the body in the connection
+        content_type = self.headers.get("Content-Type") or ""
+        if content_type.split(";")[0].strip().lower() == "multipart/form-data":
+            form = parse_form(data, content_type)
+            if form.filename and "name" not in params:
+                params["name"] = form.filename
+            params.update(form.fields)
+            data = form.data
+        return data, params
+
+    def _submit(self, data: bytes, params: dict[str, str]) -> Job:
+        """Check the upload and its model and task, and queue it."""
+        catalog = self.server.jobs.catalog
+        model = params.get("model") or next(iter(catalog))
+        task = params.get("task") or None
+        filename = _safe_filename(params.get("name") or "photo")
         if model not in catalog:
             raise UploadError(HTTPStatus.BAD_REQUEST,
                               f"unknown model {model!r}; this server offers: {', '.join(catalog)}")
@@ -263,15 +336,44 @@ class Handler(BaseHTTPRequestHandler):
         if tasks and task is None:
             task = tasks[0]
         info = inspect_upload(data, self.server.config.max_pixels)
-        job = self.server.jobs.submit(filename, model, task, data, info)
+        return self.server.jobs.submit(filename, model, task, data, info)
+
+    def _post_job(self) -> None:
+        job = self._submit(*self._read_upload())
         self._send_json(self.server.jobs.status(job), HTTPStatus.ACCEPTED)
+
+    def _post_derain(self) -> None:
+        """Derain the upload and answer with the image, for scripts; it waits its turn in the page's queue."""
+        data, params = self._read_upload()
+        fmt, quality = _result_format(params)  # refuse a bad format before spending time on the photo
+        job = self._submit(data, params)
+        while not job.finished.wait(0.2):
+            if self._client_gone():
+                self.server.jobs.remove(job.id)  # cancels it: nobody is waiting for the result any more
+                self.close_connection = True
+                return
+        self.server.jobs.remove(job.id)  # the result goes to the client; the queue need not keep it
+        if job.state == "done":
+            self._send_result(job, fmt, quality, attachment=False)
+        else:
+            status = HTTPStatus.INTERNAL_SERVER_ERROR if job.internal_error else HTTPStatus.UNPROCESSABLE_ENTITY
+            self._error(status, job.error or f"the photo was {job.state}")
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed the connection while it waited (it has nothing more to send)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def _delete_job(self, path: str) -> None:
         job_id = _JOB_PATH.match(path).group(1)
-        if not self.server.jobs.remove(job_id):
+        job = self.server.jobs.remove(job_id)
+        if job is None:
             self._error(HTTPStatus.NOT_FOUND, f"no job {job_id}")
             return
-        self._send_json({"deleted": job_id})
+        self._send_json({"deleted": job_id, "cancelled": job.cancelled})
 
 
 def make_server(config: ServeConfig, catalog: dict | None = None, log=None) -> DerainServer:

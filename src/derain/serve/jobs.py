@@ -3,6 +3,7 @@
 One photo at a time, because inference already uses every core (or the GPU); a second worker would only
 make both photos slower. A job that fails records its message and the worker goes on with the next one.
 Finished jobs keep their result in memory until ``keep`` newer jobs have finished or the page removes them.
+Removing a running job cancels it: the worker stops at the next tile and goes on with the next photo.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -26,6 +27,10 @@ from derain.serve.uploads import UploadInfo, decode_upload, encode_png, encode_p
 FINISHED = ("done", "failed")
 
 
+class JobCancelled(Exception):
+    """Raised inside the worker when the job it runs was removed: unwinds the inference between two tiles."""
+
+
 @dataclass
 class Job:
     """One uploaded photo on its way through the queue."""
@@ -36,7 +41,7 @@ class Job:
     task: str | None
     info: UploadInfo
     upload: bytes | None  # the compressed upload, dropped once decoded
-    state: str = "queued"  # queued, running, done, failed
+    state: str = "queued"  # queued, running, done, failed (cancelled: removed while running)
     stage: str = "waiting"  # what a running job is doing, for the page
     tiles_done: int = 0
     tiles_total: int = 0
@@ -44,6 +49,10 @@ class Job:
     seconds: float | None = None
     result: bytes | None = None  # PNG, full resolution
     preview: bytes | None = None  # JPEG of the upright input
+    jpeg: object | None = None  # the upload's JPEG encoding (tables, subsampling) when it was a JPEG
+    internal_error: bool = False  # failed by a bug or a broken model, not by the photo
+    cancelled: bool = False  # removed while running: the worker stops at the next tile
+    finished: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
 
 class JobQueue:
@@ -66,6 +75,7 @@ class JobQueue:
         self._pending: queue.Queue[Job | None] = queue.Queue()
         self._ids = itertools.count(1)
         self._worker: threading.Thread | None = None
+        self._current: Job | None = None  # the job the worker runs now
 
     # --- the page's side -------------------------------------------------------------------------------
     def submit(self, filename: str, model: str, task: str | None, data: bytes, info: UploadInfo) -> Job:
@@ -84,10 +94,25 @@ class JobQueue:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def remove(self, job_id: str) -> bool:
-        """Forget a job (a queued one is skipped by the worker); False when unknown."""
+    def remove(self, job_id: str) -> Job | None:
+        """Forget a job and return it (None when unknown). An unfinished one is cancelled (``job.cancelled``): the
+        worker skips it if it still waits, and stops at the next tile if it runs."""
         with self._lock:
-            return self._jobs.pop(job_id, None) is not None
+            job = self._jobs.pop(job_id, None)
+            if job is not None and job.state not in FINISHED:
+                job.cancelled = True
+            return job
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are queued, running, done and failed."""
+        with self._lock:
+            states = [j.state for j in self._jobs.values()]
+        return {state: states.count(state) for state in ("queued", "running", "done", "failed")}
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread is running."""
+        return self._worker is not None and self._worker.is_alive()
 
     def status(self, job: Job) -> dict:
         """A JSON-ready snapshot of ``job``, with its place in the queue while it waits."""
@@ -111,6 +136,10 @@ class JobQueue:
         self._worker.start()
 
     def stop(self) -> None:
+        """Stop the worker after cancelling the photo it runs (waiting queued photos are dropped)."""
+        with self._lock:
+            if self._current is not None:
+                self._current.cancelled = True
         self._pending.put(None)
         if self._worker is not None:
             self._worker.join(timeout=60)
@@ -121,8 +150,16 @@ class JobQueue:
             if job is None:
                 return
             if self.get(job.id) is None:  # removed while it waited
+                job.finished.set()
                 continue
-            self._process(job)
+            with self._lock:
+                self._current = job
+            try:
+                self._process(job)
+            finally:
+                with self._lock:
+                    self._current = None
+                job.finished.set()
             self._forget_old()
 
     def _update(self, job: Job, **fields) -> None:
@@ -131,8 +168,15 @@ class JobQueue:
                 setattr(job, name, value)
 
     def _advance(self, job: Job, tiles: int) -> None:
+        """Count finished tiles; called between tiles, it is where a cancelled job stops."""
         with self._lock:
             job.tiles_done += tiles
+        self._check_cancelled(job)
+
+    @staticmethod
+    def _check_cancelled(job: Job) -> None:
+        if job.cancelled:
+            raise JobCancelled
 
     def _process(self, job: Job) -> None:
         start = time.monotonic()
@@ -143,14 +187,20 @@ class JobQueue:
             x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
             h, w = x.shape[-2:]
             self._update(job, upload=None, preview=encode_preview(image.pixels), stage="removing rain",
-                         tiles_total=count_tiles(h, w, self._options[job.model], choice.size_multiple))
+                         tiles_total=count_tiles(h, w, self._options[job.model], choice.size_multiple),
+                         jpeg=getattr(image, "jpeg", None))
+            self._check_cancelled(job)
             set_task(self._models[job.model], job.model, job.task)  # all-in-one models only
             y = restore(self._models[job.model], x, choice.size_multiple, self._options[job.model], self.device,
                         progress=lambda n: self._advance(job, n))
+            self._check_cancelled(job)
             self._update(job, stage="encoding")
             png = encode_png(y[0].permute(1, 2, 0).numpy(), image.bit_depth, image.exif, image.icc_profile)
             self._update(job, result=png, state="done", stage="done", seconds=time.monotonic() - start)
             self._log(f"derain: {job.filename}: done in {time.monotonic() - start:.1f} s")
+        except JobCancelled:
+            self._update(job, state="cancelled", stage="cancelled", upload=None)
+            self._log(f"derain: {job.filename}: cancelled after {job.tiles_done} of {job.tiles_total} tile(s)")
         except DerainError as exc:
             self._fail(job, str(exc))
         except MemoryError:
@@ -158,6 +208,7 @@ class JobQueue:
                             "start the server with a smaller --tile")
         except Exception as exc:  # a bug or a broken model must not stop the queue; keep the traceback
             traceback.print_exc(file=sys.stderr)
+            job.internal_error = True
             self._fail(job, f"internal error while processing the photo ({type(exc).__name__}: {exc})")
 
     def _fail(self, job: Job, message: str) -> None:

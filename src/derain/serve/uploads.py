@@ -4,11 +4,17 @@ An upload is fully decoded once when it arrives, so that a file that is not an i
 too large gets a clear HTTP error at once; only its compressed bytes wait in the queue. The model's decoder
 (:func:`derain.imageio.read_image`: EXIF orientation, 16-bit) reads files, so the bytes go through a
 private temporary folder that is deleted straight after; nothing is written anywhere else.
+
+An upload arrives either as the file's raw bytes (the page, ``curl --data-binary @photo.jpg``) or as a
+``multipart/form-data`` form (``curl -F file=@photo.jpg``, HTML forms, ``requests.post(files=...)``).
+Results are kept as PNG and re-encoded on request as JPEG or WebP (:func:`encode_result`).
 """
 from __future__ import annotations
 
 import io
 import tempfile
+from email.message import Message
+from email.parser import BytesHeaderParser
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +76,53 @@ def inspect_upload(data: bytes, max_pixels: int) -> UploadInfo:
     return UploadInfo(width, height, image.format or "")
 
 
+@dataclass(frozen=True)
+class FormUpload:
+    """The file of a multipart form and its other (text) fields."""
+
+    data: bytes
+    filename: str | None
+    fields: dict[str, str]
+
+
+def parse_form(body: bytes, content_type: str) -> FormUpload:
+    """The one file and the text fields of a ``multipart/form-data`` body; :class:`UploadError` if it has no
+    file, more than one, or is not a well-formed form.
+
+    Written here because the standard library's ``cgi`` module is gone; the parts are split on the boundary
+    and each part's headers are parsed by :mod:`email`, which handles quoting and RFC 2231 file names.
+    """
+    header = Message()
+    header["content-type"] = content_type
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise UploadError(400, "multipart/form-data without a boundary: send the file as -F file=@photo.jpg")
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    pieces = (b"\r\n" + body).split(delimiter)
+    if len(pieces) < 2 or not pieces[-1].startswith(b"--"):
+        raise UploadError(400, "the form upload is cut off or malformed (its closing boundary is missing)")
+    files: list[tuple[str | None, bytes]] = []
+    fields: dict[str, str] = {}
+    for piece in pieces[1:-1]:
+        _, _, piece = piece.partition(b"\r\n")  # the rest of the boundary line
+        head, sep, content = piece.partition(b"\r\n\r\n")
+        if not sep:
+            raise UploadError(400, "the form upload is malformed (a part has no blank line after its headers)")
+        part = BytesHeaderParser().parsebytes(head + b"\r\n\r\n")
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_filename()
+        if filename is not None or name == "file":
+            files.append((filename, content))
+        elif isinstance(name, str):
+            fields[name] = content.decode("utf-8", errors="replace")
+    if not files:
+        raise UploadError(400, "the form has no file: send the photo as a file field, e.g. curl -F file=@photo.jpg")
+    if len(files) > 1:
+        raise UploadError(400, f"the form has {len(files)} files; send one photo per request")
+    filename, data = files[0]
+    return FormUpload(data, filename, fields)
+
+
 def decode_upload(data: bytes, info: UploadInfo) -> LoadedImage:
     """The upload as float32 RGB, upright, with bit depth, EXIF and ICC profile (see ``read_image``)."""
     with tempfile.TemporaryDirectory(prefix="derain-serve-") as folder:
@@ -97,6 +150,38 @@ def encode_png(pixels: np.ndarray, bit_depth: int = 8, exif: bytes | None = None
         options["icc_profile"] = icc_profile
     out = io.BytesIO()
     Image.fromarray(np.rint(pixels * 255.0).astype(np.uint8), "RGB").save(out, format="PNG", **options)
+    return out.getvalue()
+
+
+# Result formats: the name a request may use -> (Pillow format, MIME type, file suffix).
+RESULT_FORMATS = {"png": ("PNG", "image/png", ".png"), "jpeg": ("JPEG", "image/jpeg", ".jpg"),
+                  "jpg": ("JPEG", "image/jpeg", ".jpg"), "webp": ("WEBP", "image/webp", ".webp")}
+# Where the input's own JPEG settings are unknown: a quality that keeps rain-free detail at a fraction of the
+# PNG's size, with the 4:2:0 chroma of cameras and the web.
+DEFAULT_QUALITY = {"JPEG": 90, "WEBP": 90}
+
+
+def encode_result(png: bytes, fmt: str, quality: int | None = None, jpeg: object | None = None) -> bytes:
+    """The result ``png`` re-encoded as ``fmt`` (a :data:`RESULT_FORMATS` key), keeping EXIF and ICC.
+
+    JPEG without a ``quality`` reuses the upload's own quantization tables and chroma subsampling when it was
+    a JPEG (``jpeg``: its :class:`derain.imageio.JpegSettings`), so the result is about the size of the photo
+    sent; otherwise ``quality`` (default :data:`DEFAULT_QUALITY`). 16-bit results become 8-bit.
+    """
+    kind = RESULT_FORMATS[fmt][0]
+    if kind == "PNG":
+        return png
+    image = Image.open(io.BytesIO(png))
+    options: dict = {key: image.info[key] for key in ("exif", "icc_profile") if image.info.get(key)}
+    rgb = image.convert("RGB")
+    if kind == "JPEG" and quality is None and getattr(jpeg, "qtables", None):
+        options.update(qtables=jpeg.qtables, subsampling=jpeg.subsampling)
+    elif kind == "JPEG":
+        options.update(quality=quality or DEFAULT_QUALITY[kind], subsampling=2)
+    else:
+        options.update(quality=quality or DEFAULT_QUALITY[kind], method=4)
+    out = io.BytesIO()
+    rgb.save(out, format=kind, **options)
     return out.getvalue()
 
 

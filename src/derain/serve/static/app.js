@@ -9,6 +9,9 @@ let selected = null;         // the entry shown in the viewer
 let uploads = Promise.resolve();  // uploads run one after another, so the queue keeps the user's order
 let polling = false;
 
+// Download formats: PNG keeps every bit (16-bit when the photo was); JPEG (the photo's own settings when it
+// was a JPEG) and WebP are a fraction of its size.
+const FORMATS = { png: { label: "PNG", suffix: "png" }, jpeg: { label: "JPEG", suffix: "jpg" }, webp: { label: "WebP", suffix: "webp" } };
 const STAGES = { decoding: "reading the photo", "removing rain": "removing rain", encoding: "saving the result" };
 
 function megabytes(bytes) { return (bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0); }
@@ -155,15 +158,22 @@ async function poll() {
 function show(entry) {
   selected = entry;
   for (const e of entries) e.li.classList.toggle("selected", e === entry);
-  const stem = entry.name.replace(/\.[^.]+$/, "");
   $("viewer-title").textContent = `${entry.name} (${entry.width}×${entry.height})`;
   $("after").src = `/api/jobs/${entry.id}/result`;
   $("before").src = `/api/jobs/${entry.id}/input`;
-  $("download").href = `/api/jobs/${entry.id}/result?download=1`;
-  $("download").download = `${stem}-derained.png`;
+  updateDownload();
   $("viewer").hidden = false;
   $("slider").value = 50;
   setDivider(50);
+}
+
+function updateDownload() {
+  if (selected === null) return;
+  const format = FORMATS[$("format").value] ? $("format").value : "png";
+  const stem = selected.name.replace(/\.[^.]+$/, "");
+  $("download").href = `/api/jobs/${selected.id}/result?download=1&format=${format}`;
+  $("download").download = `${stem}-derained.${FORMATS[format].suffix}`;
+  $("download").textContent = `Download ${FORMATS[format].label}`;
 }
 
 function setDivider(percent) {
@@ -205,6 +215,7 @@ function wire() {
     drop.classList.remove("over");
     if (event.dataTransfer && event.dataTransfer.files.length) addFiles(event.dataTransfer.files);
   });
+  $("format").addEventListener("change", updateDownload);
   $("slider").addEventListener("input", (event) => setDivider(Number(event.target.value)));
   $("compare").addEventListener("mousemove", moveLoupe);
   $("compare").addEventListener("mouseleave", () => { $("loupe").hidden = true; });
