@@ -180,6 +180,8 @@ def restore_file(src: Path, dst: Path, model: torch.nn.Module, multiple: int, op
 def run(job: RunJob) -> RunReport:
     """Restore every input image of ``job``; per-file problems are collected, not fatal, until the end."""
     files = expand_inputs(job.inputs)
+    from derain.video.streams import refuse_videos  # by name only: PyAV is not needed to say so
+    refuse_videos(files)
     outputs = run_outputs(files, job.output_dir, job.suffix)
     shard = job.shard or torchrun_shard()
     files, outputs = shard_files(files, shard), shard_files(outputs, shard)

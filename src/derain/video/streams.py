@@ -47,6 +47,7 @@ class VideoInfo:
     rate: fractions.Fraction  # average frame rate (frames per second)
     time_base: fractions.Fraction
     duration: float  # seconds (0: unknown)
+    stream_duration: float  # the video stream's own duration in seconds, as its header says (0: unknown)
     codec: str
     pix_fmt: str
     rotation: int  # display rotation in degrees (metadata, the pixels are stored unrotated)
@@ -107,11 +108,24 @@ def probe(path: str | Path) -> VideoInfo:
             container.duration / 1e6 if container.duration else 0.0)
         return VideoInfo(path=path, width=first.width, height=first.height, frames=int(stream.frames or 0),
                          rate=fractions.Fraction(rate), time_base=stream.time_base, duration=duration,
+                         stream_duration=_stream_duration(stream),
                          codec=stream.codec_context.name, pix_fmt=first.format.name,
                          rotation=int(round(getattr(first, "rotation", 0) or 0)),
                          copied_streams=sum(_copyable(s) for s in container.streams))
     finally:
         container.close()
+
+
+def _stream_duration(stream) -> float:
+    """The video stream's duration from its header: MP4 and MOV store it, Matroska as a DURATION tag."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    try:
+        hours, minutes, seconds = tag.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except (AttributeError, ValueError):
+        return 0.0
 
 
 def choose_encoder(name: str | None) -> str:
@@ -215,6 +229,8 @@ def transcode(info: VideoInfo, output: Path, process: Callable[[Iterable[Frame]]
         if settings.start:
             container.seek(int(settings.start * 1e6), backward=True, any_frame=False)
 
+        last_time = [0.0]  # seconds: the latest frame decoded
+
         def frames() -> Iterator[Frame]:
             nonlocal decoded
             streams = [video] + [s for s in copied if s.index in mapping]
@@ -232,6 +248,7 @@ def transcode(info: VideoInfo, output: Path, process: Callable[[Iterable[Frame]]
                         if end_pts is not None and pts >= end_pts:
                             return
                         decoded += 1
+                        last_time[0] = float(pts * tb)
                         # The input's own timestamps (variable frame rate kept); a piece starts at 0.
                         yield Frame(frame.to_ndarray(format="rgb24"), pts - start_pts, decoded - 1)
             except av.error.FFmpegError as exc:
@@ -255,6 +272,11 @@ def transcode(info: VideoInfo, output: Path, process: Callable[[Iterable[Frame]]
         if whole and info.frames and decoded < info.frames:
             raise DerainError(f"{info.path} looks truncated: {decoded} of the {info.frames} frames its header "
                               "lists could be decoded")
+        # Containers that do not count frames (Matroska) still say how long the video lasts.
+        start_time = float(video.start_time * tb) if video.start_time else 0.0
+        if whole and info.stream_duration and last_time[0] - start_time + 2.0 / float(info.rate) < info.stream_duration:
+            raise DerainError(f"{info.path} looks truncated: its video ends at {last_time[0] - start_time:.2f} s of "
+                              f"the {info.stream_duration:.2f} s its header gives")
         return written
     finally:
         try:
