@@ -13,7 +13,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from derain.data import find_datasets, pair_folders
+from derain.data import find_datasets, is_dataset, pair_folders
+from derain.data.pairs import images_in, match_files
 from derain.errors import DerainError
 from derain.imageio import IMAGE_SUFFIXES, expand_inputs, read_uint8_rgb
 from derain.metrics import describe, niqe, psnr_ssim
@@ -47,8 +48,9 @@ def has_images(folder: Path) -> bool:
     return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
 
 
-def ground_truth_sets(pred_dir: Path, gt_dir: Path) -> dict[str, list[tuple[Path, Path]]]:
-    """(result, ground truth) pairs per set.
+def ground_truth_sets(pred_dir: Path, gt_dir: Path, partial: bool = False) -> dict[str, list[tuple[Path, Path]]]:
+    """(result, ground truth) pairs per set; with ``partial``, ground truth without a result is left out
+    (scoring the results made so far) instead of being an error.
 
     ``gt_dir`` is either a folder of ground-truth images (one set), or a paired dataset (``rainy/`` +
     ``clean/`` and the other known layouts), or a folder of such datasets. For several sets, results are
@@ -57,24 +59,20 @@ def ground_truth_sets(pred_dir: Path, gt_dir: Path) -> dict[str, list[tuple[Path
     for folder, role in ((pred_dir, "results"), (gt_dir, "ground-truth")):
         if not folder.is_dir():
             raise DerainError(f"{role} folder {folder} " + ("is not a folder" if folder.exists() else "does not exist"))
-    if has_images(gt_dir):
-        return {gt_dir.name: pair_folders(pred_dir, gt_dir)}
+    if has_images(gt_dir) and not is_dataset(gt_dir):  # a dataset in one folder (rain-N + norain-N) is not
+        return {gt_dir.name: pair_folders(pred_dir, gt_dir, partial=partial)}  # all ground truth
     datasets = find_datasets(gt_dir)
     sets: dict[str, list[tuple[Path, Path]]] = {}
     for name, pairs in datasets.items():
         folder = pred_dir / name if (pred_dir / name).is_dir() else pred_dir
         if folder == pred_dir and len(datasets) > 1:
             raise DerainError(f"{gt_dir} holds {len(datasets)} sets; put each set's results in {pred_dir}/<set name>/")
-        targets = _targets_folder(pairs)
-        sets[name] = pair_folders(folder, targets)
+        preds = images_in(folder)
+        if not preds:
+            raise DerainError(f"no result images in {folder}")
+        targets = list(dict.fromkeys(p.target for p in pairs))  # the set's ground truth, each file once
+        sets[name] = match_files(preds, targets, what="result", many_to_one=False, partial=partial)
     return sets
-
-
-def _targets_folder(pairs) -> Path:
-    folders = {p.target.parent for p in pairs}
-    if len(folders) != 1:
-        raise DerainError("ground truth of one set spread over several folders; pass the target folder with --gt")
-    return folders.pop()
 
 
 def score_sets(sets: dict[str, list[tuple[Path, Path]]], protocol: str) -> list[SetScore]:

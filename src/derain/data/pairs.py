@@ -7,12 +7,15 @@ Known layouts, as sub-folders of a dataset folder (input first):
     rain/ + norain/      PReNet, RCDNet
     inputcrop/ + cleancrop/   MSPFN
     input/ + gt/         FSDerain
+    rain/ + gt/          SPA-Data (``rain/001.png`` with ``gt/001gt.png``)
 
-and PReNet's numbering with both kinds of file in one folder (``rain-001.png`` beside ``norain-001.png``).
+and, with both kinds of file in one folder, PReNet's numbering (``rain-001.png`` beside ``norain-001.png``)
+or GT-RAIN-like suffixes (``street_0001_rain.png`` beside ``street_0001_clean.png``).
 
 Files are paired by a name rule, never by sort order: the same stem, else the same *key*, where the key drops
-a leading ``rain``/``norain``/``rainy``/``clean``/``gt`` word and leading zeros of a number
-(``rain-001`` <-> ``norain-001`` <-> ``norain-1``), else (Rain1400/Rain12600 style, 14 rainy versions per clean
+a leading ``rain``/``norain``/``rainy``/``clean``/``gt`` word, the same word at the end after a digit or a
+separator (``001gt``, ``0001_clean``) and leading zeros of a number (``rain-001`` <-> ``norain-001`` <->
+``norain-1`` <-> ``001gt``), else (Rain1400/Rain12600 style, 14 rainy versions per clean
 image) the stem before the last ``_`` (``901_3`` -> ``901``). An unpaired or ambiguous file is an error that
 names it.
 """
@@ -27,10 +30,15 @@ from derain.imageio import IMAGE_SUFFIXES, natural_key
 
 LAYOUTS: tuple[tuple[str, str], ...] = (
     ("input", "target"), ("rainy", "clean"), ("rain", "norain"), ("inputcrop", "cleancrop"), ("input", "gt"),
+    ("rain", "gt"),
 )
 _ROLE_WORD = re.compile(r"^(norain|rainy|rain|clean|gt|target|input)(?=[-_ ]?\d)[-_ ]?", re.IGNORECASE)
+# The same words at the end: SPA-Data's 001gt, GT-RAIN-like 0001_rain / 0001_clean.
+_ROLE_SUFFIX = re.compile(r"(?:(?<=\d)|[-_ ])(norain|rainy|rain|clean|gt|target|input)$", re.IGNORECASE)
 _RAIN_FILE = re.compile(r"^rain[-_]?\d", re.IGNORECASE)
 _CLEAN_FILE = re.compile(r"^norain[-_]?\d", re.IGNORECASE)
+_RAIN_SUFFIX = re.compile(r".[-_]rain$", re.IGNORECASE)
+_CLEAN_SUFFIX = re.compile(r".[-_]clean$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ def images_in(folder: Path) -> list[Path]:
 def name_key(stem: str) -> str:
     """The part of a file name that identifies the scene: ``rain-007`` and ``norain-7`` both give ``7``."""
     key = _ROLE_WORD.sub("", stem.lower(), count=1)
+    key = _ROLE_SUFFIX.sub("", key, count=1) or key
     return str(int(key)) if key.isdigit() else key
 
 
@@ -67,8 +76,9 @@ def _list(paths: list[Path], limit: int = 4) -> str:
 
 
 def match_files(inputs: list[Path], targets: list[Path], what: str = "input",
-                many_to_one: bool = True) -> list[tuple[Path, Path]]:
-    """Pair each input with its target by the name rules; every file must be used.
+                many_to_one: bool = True, partial: bool = False) -> list[tuple[Path, Path]]:
+    """Pair each input with its target by the name rules; every file must be used (every input, with
+    ``partial``: targets may be left over).
 
     ``many_to_one`` allows several inputs per target (the ``<scene>_<k>`` rule of Rain1400).
     """
@@ -95,7 +105,7 @@ def match_files(inputs: list[Path], targets: list[Path], what: str = "input",
                           f"{_list(unmatched)}")
     used = {t for _, t in pairs}
     unused = [t for t in targets if t not in used]
-    if unused:
+    if unused and not partial:
         raise DerainError(f"{len(unused)} ground-truth file(s) in {unused[0].parent} have no {what}: {_list(unused)}")
     return pairs
 
@@ -108,11 +118,13 @@ def _layout_of(root: Path) -> tuple[Path, Path] | None:
 
 
 def _numbered_in_one_folder(root: Path) -> tuple[list[Path], list[Path]] | None:
+    """(rainy, clean) files of a folder holding both: PReNet's rain-N/norain-N, or NAME_rain/NAME_clean."""
     files = images_in(root) if root.is_dir() else []
-    rainy = [p for p in files if _RAIN_FILE.match(p.stem)]
-    clean = [p for p in files if _CLEAN_FILE.match(p.stem)]
-    if rainy and clean:
-        return rainy, clean
+    for rain_rule, clean_rule in ((_RAIN_FILE.match, _CLEAN_FILE.match), (_RAIN_SUFFIX.search, _CLEAN_SUFFIX.search)):
+        rainy = [p for p in files if rain_rule(p.stem)]
+        clean = [p for p in files if clean_rule(p.stem)]
+        if rainy and clean:
+            return rainy, clean
     return None
 
 
@@ -127,8 +139,10 @@ def describe_layout(root: str | Path) -> str:
     layout = _layout_of(root)
     if layout:
         return f"{layout[0].name}/ + {layout[1].name}/"
-    if _numbered_in_one_folder(root):
-        return "rain-N + norain-N in one folder"
+    numbered = _numbered_in_one_folder(root)
+    if numbered:
+        return ("NAME_rain + NAME_clean" if _RAIN_SUFFIX.search(numbered[0][0].stem) else "rain-N + norain-N") \
+            + " in one folder"
     return "no known layout"
 
 
@@ -145,7 +159,7 @@ def find_pairs(root: str | Path) -> list[Pair]:
         if numbered is None:
             known = ", ".join(f"{a}/+{b}/" for a, b in LAYOUTS)
             raise DerainError(f"no paired data in {root}: expected sub-folders {known}, "
-                              "or rain-N/norain-N files in one folder")
+                              "or rain-N/norain-N or NAME_rain/NAME_clean files in one folder")
         inputs, targets = numbered
     if not inputs:
         raise DerainError(f"no rainy/clean pairs in {root}: {layout[0] if layout else root} holds no images")
@@ -167,12 +181,13 @@ def find_datasets(root: str | Path) -> dict[str, list[Pair]]:
     return sets
 
 
-def pair_folders(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[Path, Path]]:
-    """(result, ground truth) pairs of two folders, by the same name rules; every file must be matched."""
+def pair_folders(pred_dir: str | Path, gt_dir: str | Path, partial: bool = False) -> list[tuple[Path, Path]]:
+    """(result, ground truth) pairs of two folders, by the same name rules; every file must be matched (every
+    result, with ``partial``)."""
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     preds, gts = images_in(pred_dir), images_in(gt_dir)
     if not preds:
         raise DerainError(f"no result images in {pred_dir}")
     if not gts:
         raise DerainError(f"no ground-truth images in {gt_dir}")
-    return match_files(preds, gts, what="result", many_to_one=False)
+    return match_files(preds, gts, what="result", many_to_one=False, partial=partial)
