@@ -2,6 +2,7 @@
 ``_rain``/``_clean`` suffix style of GT-RAIN-like folders, always by name, never by sort order (issue 38)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,17 @@ def test_the_new_rules_never_fall_back_to_sort_order(tmp_path):
     _images(one, ["a_rain.png", "b_clean.png"])
     with pytest.raises(DerainError, match="a_rain.png"):
         find_pairs(one)
+
+
+def test_eval_partial_scores_only_the_results_present(tmp_path, capsys):
+    _images(tmp_path / "data" / "rain", ["001.png", "002.png", "003.png"], seed=1)
+    _images(tmp_path / "data" / "gt", ["001gt.png", "002gt.png", "003gt.png"], seed=2)
+    _images(tmp_path / "results", ["001.png", "003.png"], seed=3)
+    args = ["eval", "--pred", str(tmp_path / "results"), "--gt", str(tmp_path / "data")]
+    assert main(args) == 1
+    assert "have no result: 002gt.png" in capsys.readouterr().err
+    assert main(args + ["--partial"]) == 0
+    assert re.search(r"^data\s+2\s", capsys.readouterr().out, re.M)
+    _images(tmp_path / "results", ["004.png"], seed=4)  # a result without ground truth stays an error
+    assert main(args + ["--partial"]) == 1
+    assert "no ground truth for 1 result file(s)" in capsys.readouterr().err

@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-reference", nargs="+", metavar="INPUT", help="NIQE of these images/folders")
     ev.add_argument("--out", help="write per-image CSV and JSON summary to OUT(.csv|.json)")
     ev.add_argument("--overwrite", action="store_true", help="replace the reports of --out if they exist")
+    ev.add_argument("--partial", action="store_true",
+                    help="score only the results present: ground truth without a result is left out, not an error")
 
     bench = sub.add_parser("bench", help="run a model over benchmark sets and print a paper-style table")
     bench.add_argument("model_or_checkpoint", help="a model name or a checkpoint file")
@@ -347,7 +349,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from derain.metrics import PROTOCOLS
         if args.protocol not in PROTOCOLS:
             raise DerainError(f"unknown protocol {args.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-        sets = evaluate.ground_truth_sets(Path(args.pred), Path(args.gt))
+        sets = evaluate.ground_truth_sets(Path(args.pred), Path(args.gt), partial=args.partial)
         results = evaluate.score_sets(sets, args.protocol)
         print(evaluate.full_reference_table(results, args.protocol))
         protocol = args.protocol
