@@ -262,6 +262,9 @@ def test_a_failed_photo_shows_its_message_and_the_queue_goes_on(shared):
         assert srv.json("GET", f"/api/jobs/{ids[2]}")[0] == 200
         assert srv.json("DELETE", f"/api/jobs/{ids[2]}")[0] == 200
         assert srv.json("GET", f"/api/jobs/{ids[2]}")[0] == 404
+        # The synchronous endpoint answers a broken model's failure as a JSON 500 with its message.
+        status, reply = srv.json("POST", "/api/derain?model=broken", png_bytes(32, 24))
+        assert status == 500 and "simulated failure inside the network" in reply["error"]
     finally:
         srv.close()
 

@@ -355,9 +355,12 @@ class Handler(BaseHTTPRequestHandler):
         self.server.jobs.remove(job.id)  # the result goes to the client; the queue need not keep it
         if job.state == "done":
             self._send_result(job, fmt, quality, attachment=False)
-        else:
+        elif job.state == "failed":
             status = HTTPStatus.INTERNAL_SERVER_ERROR if job.internal_error else HTTPStatus.UNPROCESSABLE_ENTITY
-            self._error(status, job.error or f"the photo was {job.state}")
+            self._error(status, job.error or "the photo failed")
+        else:  # cancelled by a DELETE of its job, or never run because the server is stopping
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, "the photo was not processed: its job was removed or "
+                                                        "the server is stopping")
 
     def _client_gone(self) -> bool:
         """Whether the client closed the connection while it waited (it has nothing more to send)."""

@@ -143,6 +143,9 @@ class JobQueue:
         self._pending.put(None)
         if self._worker is not None:
             self._worker.join(timeout=60)
+        with self._lock:
+            for job in self._jobs.values():
+                job.finished.set()  # nobody waits forever for a photo that will not run
 
     def _work(self) -> None:
         while True:
