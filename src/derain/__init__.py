@@ -4,8 +4,11 @@ The small public API::
 
     import derain
     clean = derain.derain(rainy)                 # the bundled default model; HxWx3 float in [0, 1] or uint8 -> same
+    clean = derain.derain("photo.jpg")           # a path or a PIL image -> a PIL image; bytes -> bytes
+    session = derain.Session(model="restormer", weights="deraining.pth", device="cuda")
+    clean = session(rainy)                       # loaded and prepared once, for many images
     model, name = derain.load_model("restormer", "deraining.pth")
-    clean = derain.derain(rainy, model, name)
+    clean = derain.derain(rainy, model)          # a loaded network needs no name beside it
     derain.list_models()
 
 Submodules are imported on first use, so ``import derain`` stays fast and never fails because of one model.
@@ -17,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
     from torch import nn
+
+    from derain.session import Session
 
 
 def load_model(model: str | None = None, weights: Any = None) -> "tuple[nn.Module, str]":
@@ -28,48 +32,54 @@ def load_model(model: str | None = None, weights: Any = None) -> "tuple[nn.Modul
     return _load(model, resolve_weights(model, weights))
 
 
-_default_model: "tuple[nn.Module, str] | None" = None  # the bundled model, loaded on first use
+_sessions: "dict[tuple[str | None, str | None], Session]" = {}  # models loaded by name, once per process
 
 
-def derain(image: "np.ndarray", model: "nn.Module | None" = None, name: str | None = None,
-           **options: Any) -> "np.ndarray":
-    """Restore one HxWx3 RGB image: float in [0, 1] (returns float32) or uint8 (returns uint8).
+def derain(image: Any, model: "nn.Module | Session | str | None" = None, name: str | None = None, *,
+           device: str | None = None, threads: int | None = None,
+           value_range: "float | tuple[float, float] | None" = None, **options: Any) -> Any:
+    """Restore an image, given back in the kind it came as.
 
-    ``model``: a network from :func:`load_model` (give its ``name`` too, for its size multiple); None uses the
-    bundled default model, loaded once per process (with ``working_side`` as ``derain run`` sets it, unless
-    given). ``options`` are InferenceOptions fields (``ensemble``,
-    ``tile``, ``precision``, ...). An image of another shape or a non-finite value raises DerainError.
+    ``image``: an HxWx3 RGB array (uint8 -> uint8; floats in [0, 1] -> float32) or an NxHxWx3 batch, a PIL
+    image of any mode (-> PIL, in its own mode where sensible: RGBA keeps its alpha, L stays L), a path
+    (-> a PIL image), the bytes of an image file (-> bytes in the same format), or a list of these (-> a list).
+    Floats outside [0, 1] are an error unless ``value_range`` gives their scale (``255`` or ``(-1, 1)``).
+
+    ``model``: None for the bundled default model, a registry name (its bundled weights), a :class:`Session`,
+    or a network from :func:`load_model` (``name`` is not needed: the network declares its size multiple).
+    Models named here are loaded once per process and ``device``. ``threads``: CPU threads for this call.
+    ``options`` are InferenceOptions fields (``ensemble``, ``tile``, ``precision``, ``working_side``...).
+    Anything wrong with the input raises DerainError with one line saying what.
     """
-    import numpy as np
-    import torch
+    return _session(model, name, device).derain(image, value_range=value_range, threads=threads, **options)
 
+
+def _session(model: Any, name: str | None, device: str | None) -> "Session":
+    """The session that runs ``model``: the one given, one cached per (name, device), or a new one around a
+    network passed in (prepared for this call only, as its weights may change between calls)."""
     from derain.errors import DerainError
-    from derain.infer import InferenceOptions, resolve_working_side, restore
-    from derain.models import get_spec
+    from derain.session import Session
 
-    global _default_model
-    if model is None:
-        if _default_model is None:
-            _default_model = load_model()
-        model, name = _default_model
-        options.setdefault("working_side", "auto")  # as `derain run` does
-    pixels = np.asarray(image)
-    if pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise DerainError(f"expected an HxWx3 RGB image, got an array of shape {pixels.shape}")
-    as_uint8 = pixels.dtype == np.uint8
-    if as_uint8:
-        pixels = pixels.astype(np.float32) / 255.0
-    elif not np.issubdtype(pixels.dtype, np.floating):
-        raise DerainError(f"expected uint8 or floats in [0, 1], got {pixels.dtype} values")
-    elif not np.isfinite(pixels).all():
-        raise DerainError("the image holds NaN or infinite values")
-    multiple = get_spec(name).size_multiple if name else 8
-    x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)[None]
-    chosen = InferenceOptions(**options)
-    if name:
-        chosen = resolve_working_side(chosen, name)
-    out = restore(model, x, multiple, chosen)[0].permute(1, 2, 0).numpy()
-    return np.rint(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8) if as_uint8 else out
+    if isinstance(model, Session):
+        if device is not None and device != str(model.device):
+            raise DerainError(f"this session runs on {model.device}; make a Session with device={device!r}")
+        return model
+    if model is None or isinstance(model, str):
+        if name is not None and model is not None and name != model:
+            raise DerainError(f"model {model!r} and name {name!r} disagree; pass the registry name once")
+        key = (model or name, device)
+        if key not in _sessions:
+            _sessions[key] = Session(model or name, device=device)
+        return _sessions[key]
+    return Session(model, name=name, device=device)
+
+
+def __getattr__(attribute: str) -> Any:
+    """``derain.Session``, imported on first use (it needs torch)."""
+    if attribute == "Session":
+        from derain.session import Session
+        return Session
+    raise AttributeError(f"module 'derain' has no attribute {attribute!r}")
 
 
 def prepare(model: "nn.Module", **options: Any) -> "nn.Module":

@@ -175,6 +175,7 @@ def export_checkpoint(model: str | None, weights: str | None, output: str | Path
                       tolerance: float = DEFAULT_TOLERANCE) -> ExportReport:
     """``derain export --onnx``: load a checkpoint (default: the bundled model) and export it, checked."""
     from derain.checkpoints import load_model
+    from derain.infer import size_multiple_of
     from derain.models import get_spec
     from derain.overwrite import refuse_existing
     from derain.runner import resolve_weights
@@ -186,4 +187,6 @@ def export_checkpoint(model: str | None, weights: str | None, output: str | Path
     if not output.parent.is_dir():
         raise DerainError(f"output folder {output.parent} does not exist")
     net, name = load_model(model, resolve_weights(model, weights))
-    return export_onnx(net, name, output, get_spec(name).size_multiple, tolerance)
+    # The network's own multiple, as derain.infer.restore pads to it (a checkpoint's configuration may differ
+    # from the registry's default one).
+    return export_onnx(net, name, output, size_multiple_of(net, get_spec(name).size_multiple), tolerance)

@@ -358,6 +358,25 @@ def network_of(model: nn.Module) -> nn.Module:
     return getattr(net, "_orig_mod", net)
 
 
+def size_multiple_of(model: nn.Module, fallback: int | None = None) -> int:
+    """What ``model``'s height and width must be multiples of: what its network declares (a
+    ``size_multiple`` attribute or property, read through a :class:`PreparedModel` or ``torch.compile``
+    wrapper), else ``fallback`` (e.g. the registry's value for its name).
+
+    The network's own value comes first because only it knows its configuration: a checkpoint may hold a
+    registered network built with other widths or stems than the registry's default (the bundled default
+    model does). A network that declares nothing, with no fallback, is one clear error rather than a guess.
+    """
+    for candidate in (network_of(model), model):
+        declared = getattr(candidate, "size_multiple", None)
+        if declared is not None:
+            return int(declared)
+    if fallback is not None:
+        return int(fallback)
+    raise DerainError(f"{type(network_of(model)).__name__} does not declare the size multiple its input "
+                      "needs; set its size_multiple attribute, or pass the model's registry name")
+
+
 def auto_tile(model: nn.Module, size_multiple: int, overlap: int, device: torch.device,
               available: int | None = None) -> int:
     """The tile side for ``model`` on ``device`` from the memory free now, so that a 24-megapixel photo
@@ -418,19 +437,23 @@ def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: 
             device: torch.device | None = None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Restore ``image`` (1 x C x H x W, float in [0, 1]) with ``model``; returns a CPU float32 tensor in [0, 1].
 
-    Pads to ``size_multiple`` (reflect) and crops back, tiles large images, and optionally runs a
+    Pads (reflect) to the size multiple the network declares (:func:`size_multiple_of`; ``size_multiple``
+    only for networks that declare none) and crops back, tiles large images, and optionally runs a
     self-ensemble, all under the requested precision. A plain ``nn.Module`` is prepared for the fast path
     (or the reference path) of ``options`` on each call; pass a :class:`PreparedModel` to prepare once.
     """
     options = options or InferenceOptions()
+    if image.shape[-2] == 0 or image.shape[-1] == 0:
+        raise DerainError(f"the image has no pixels ({image.shape[-1]}x{image.shape[-2]})")
     device = device or next(model.parameters()).device
     scale = working_scale(image.shape[-2], image.shape[-1], options.working_side)
     if scale < 1.0:
         native = dataclasses.replace(options, working_side=None)
         return rescaled_forward(lambda small: restore(model, small, size_multiple, native, device, progress),
                                 image, scale)
+    model = prepare_for(model, options, device)  # first: a prepared network is in eval mode, as it will run
+    size_multiple = size_multiple_of(model, size_multiple)
     options = resolve_tile(options, model, size_multiple, device)
-    model = prepare_for(model, options, device)
     forward = padded_forward(model, size_multiple, device, None)  # the prepared model handles precision
     if ensemble_name(options.ensemble) != "none":
         forward = ensemble_forward(forward, options.ensemble)

@@ -239,8 +239,8 @@ class DMSR(nn.Module):
         self.test_window = test_window
         # The 1/4-scale stage pools by pool_sizes[0] again: sides must divide by 4 * pool_sizes[0], and its
         # 7x7 reflect-padded attention needs that coarsest map to be at least 4 pixels.
-        self.size_multiple = 4 * pool_sizes[0]
-        self.min_side = 4 * self.size_multiple
+        self.scale_multiple = 4 * pool_sizes[0]
+        self.min_side = 4 * self.scale_multiple
         self.Encoder = nn.ModuleList(Stage(b * k, num_res, pool_sizes) for k in (1, 2, 4))  # noqa: N815
         self.feat_extract = nn.ModuleList([
             BasicConv(c, b, 3, relu=True, stride=1),
@@ -260,6 +260,12 @@ class DMSR(nn.Module):
         self.FAM2 = FAM(b * 2)  # noqa: N815
         self.SCM2 = SCM(b * 2, c)  # noqa: N815
 
+    @property
+    def size_multiple(self) -> int:
+        """What inference pads height and width to: 1 with the official test windows (each window is a
+        valid size; the image is not padded), else the multiple the scales need (:attr:`scale_multiple`)."""
+        return 1 if self.test_window > 0 and not self.training else self.scale_multiple
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.test_window > 0 and not self.training:
             return [window_forward(self.forward_scales, x, self.test_window)]
@@ -268,7 +274,7 @@ class DMSR(nn.Module):
     def forward_scales(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The network itself: three restored images, full resolution first."""
         h, w = x.shape[-2:]
-        m = self.size_multiple
+        m = self.scale_multiple
         if h % m or w % m or min(h, w) < self.min_side:
             raise ValueError(f"DMSR needs sides that are multiples of {m} and at least {self.min_side}, not {h}x{w}")
         # The input pyramid uses F.interpolate's default mode, nearest (not a blur or an average).

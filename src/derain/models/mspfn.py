@@ -207,6 +207,8 @@ class MSPFN(nn.Module):
     the official 3-channel layout only.
     """
 
+    size_multiple = 4  # the 1/2 and 1/4 scale branches: inference pads height and width to multiples of this
+
     def __init__(self, channels: int = 64, iterations: int = 17, rcabs: Sequence[int] = (1, 3, 3),
                  lstm_hidden: Sequence[int] = (64, 128, 256), image_channels: int = 3,
                  zero_init_rain: bool = False) -> None:

@@ -101,7 +101,7 @@ register(ModelSpec(
 register(ModelSpec(
     name="fastderain-rain100l",
     builder="derain.models.fastderain:FastDerain",
-    size_multiple=16,
+    size_multiple=8,  # three 2x downsamplings and no unshuffle stem (what the network itself declares)
     parameters=2_312_659,
     default_config=dict(in_channels=3, widths=[32, 48, 96, 192], enc_blocks=[1, 1, 2, 2], dec_blocks=[1, 1, 2],
                         unshuffle=1, rep=False, low_precision_residuals=True),

@@ -197,6 +197,8 @@ def _stage(n: int, dim: int, heads: int, ffn: float, bias: bool, norm: str) -> n
 class Restormer(nn.Module):
     """Restormer with the official constructor's keyword names; predicts a residual added to the input."""
 
+    size_multiple = 8  # three 2x downsamplings: inference pads height and width to multiples of this
+
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
                  num_blocks: Sequence[int] = (4, 6, 6, 8), num_refinement_blocks: int = 4,
                  heads: Sequence[int] = (1, 2, 4, 8), ffn_expansion_factor: float = 2.66, bias: bool = False,

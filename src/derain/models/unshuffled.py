@@ -61,7 +61,8 @@ def build_restormer_small(factor: int = 4, **config: Any) -> Unshuffled:
     from derain.models.restormer import Restormer
 
     channels = 3 * factor ** 2
-    return Unshuffled(Restormer(**config, inp_channels=channels, out_channels=channels), factor, 8)
+    return Unshuffled(Restormer(**config, inp_channels=channels, out_channels=channels), factor,
+                      Restormer.size_multiple)
 
 
 def build_dmsr_small(factor: int = 4, **config: Any) -> Unshuffled:
@@ -69,11 +70,11 @@ def build_dmsr_small(factor: int = 4, **config: Any) -> Unshuffled:
     from derain.models.dmsr import DMSR
 
     inner = DMSR(**config, image_channels=3 * factor ** 2)
-    return Unshuffled(inner, factor, inner.size_multiple)
+    return Unshuffled(inner, factor, inner.scale_multiple)
 
 
 def build_mspfn_small(factor: int = 4, **config: Any) -> Unshuffled:
     """MSPFN inside a ``factor``x unshuffle; ``config`` as MSPFN's (image channels are set here)."""
     from derain.models.mspfn import MSPFN
 
-    return Unshuffled(MSPFN(**config, image_channels=3 * factor ** 2), factor, 4)
+    return Unshuffled(MSPFN(**config, image_channels=3 * factor ** 2), factor, MSPFN.size_multiple)

@@ -41,6 +41,8 @@ class ConvBlock(nn.Module):
 class R2AUNet(nn.Module):
     """Rain2Avoid's UNet; ``width=64`` is the published network."""
 
+    size_multiple = 16  # four stride-2 encoders: inference pads height and width to multiples of this
+
     def __init__(self, in_channels: int = 3, width: int = 64, residual: bool = False):
         super().__init__()
         self.residual = residual
