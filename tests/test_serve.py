@@ -579,3 +579,12 @@ def test_jpeg_download_of_a_jpeg_keeps_its_encoding_and_exif(server):
     # An explicit quality overrides the tables.
     status, _, body = server.request("GET", f"/api/jobs/{job['id']}/result?format=jpeg&quality=95")
     assert status == 200 and Image.open(io.BytesIO(body)).quantization != original.quantization
+
+
+def test_catalog_uses_the_size_multiple_the_network_declares():
+    # The page's tile counts and tile checks must use the multiple inference pads to (the network's own).
+    from derain.infer import size_multiple_of
+
+    catalog = build_catalog([], torch.device("cpu"))
+    for choice in catalog.values():
+        assert choice.size_multiple == size_multiple_of(choice.model), choice.key

@@ -13,6 +13,7 @@ from torch import nn
 
 from derain.checkpoints import load_model
 from derain.errors import DerainError
+from derain.infer import size_multiple_of
 from derain.models import get_spec, list_specs
 from derain.weights import BUNDLED, bundled_checkpoint, default_checkpoint, default_model_name
 
@@ -58,7 +59,8 @@ def _choice(key: str | None, weights: str, device: torch.device) -> ModelChoice:
     model, network = load_model(network_hint, weights)
     model.to(device)
     return ModelChoice(key=key or network, network=network, weights=str(weights), model=model,
-                       size_multiple=get_spec(network).size_multiple, tasks=model_tasks(network))
+                       size_multiple=size_multiple_of(model, get_spec(network).size_multiple),  # what restore pads to
+                       tasks=model_tasks(network))
 
 
 def build_catalog(weights_args: list[str], device: torch.device) -> dict[str, ModelChoice]:

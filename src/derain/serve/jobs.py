@@ -51,7 +51,7 @@ class Job:
     preview: bytes | None = None  # JPEG of the upright input
     jpeg: object | None = None  # the upload's JPEG encoding (tables, subsampling) when it was a JPEG
     internal_error: bool = False  # failed by a bug or a broken model, not by the photo
-    cancelled: bool = False  # removed while running: the worker stops at the next tile
+    cancelled: bool = False  # removed before it finished: skipped if waiting, stopped at the next tile if running
     finished: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
 
