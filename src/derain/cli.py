@@ -36,6 +36,38 @@ def _tile_side(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected 0 or more pixels or auto, not {text!r}") from None
 
 
+def _quality(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a quality from 1 to 100, not {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _pixel_count(text: str) -> int:
+    """A pixel count such as 250000000 or 250M."""
+    scale = 1_000_000 if text[-1:] in ("M", "m") else 1
+    try:
+        value = int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels such as 250000000 or 250M, not {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -117,11 +149,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="derain images, folders or globs")
-    run.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    run.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="image files, folders or glob patterns; - reads one image from stdin")
     run.add_argument("-o", "--output", default="derained",
-                     help="output folder (default ./derained), or, for one input, the output file (clean.png)")
+                     help="output folder (default ./derained), or, for one input, the output file (clean.png); "
+                          "- writes the image to stdout (format from --format, else the input's)")
     run.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    run.add_argument("--keep-existing", action="store_true",
+                     help="keep existing outputs that other models or weights made (default: make them again; "
+                          "outputs made by the same model and weights, or not by derain, are always kept)")
     run.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output format (default: as input)")
+    run.add_argument("-r", "--recursive", action="store_true",
+                     help="folders: their sub-folders too, mirrored under the output folder")
+    run.add_argument("--suffix", default="", metavar="TEXT",
+                     help="add TEXT to each output's name: --suffix _derained writes photo_derained.jpg")
+    run.add_argument("--quality", type=_quality, metavar="1-100",
+                     help="JPEG/WebP quality (default: a JPEG input's own quantization tables, else 95; WebP "
+                          "lossless)")
+    run.add_argument("--subsampling", choices=["444", "422", "420"],
+                     help="JPEG chroma subsampling (default: the input JPEG's own, else 444)")
+    run.add_argument("--max-pixels", type=_pixel_count, default=None, metavar="N",
+                     help="refuse images with more pixels than this (e.g. 300M; default 180M, about Pillow's "
+                          "decompression-bomb limit)")
+    run.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads (default: all cores)")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON line per input (input, output, model, seconds, status) on stdout")
     run.add_argument("--shard", help="process only part I of N of the files (0-based), e.g. 0/4")
     run.add_argument("--task", choices=["auto", "rain", "haze", "noise", "blur", "lowlight"],
                      help="all-in-one models (fsdrnet): the degradation to remove; auto (default) lets the "
@@ -295,15 +347,26 @@ def _options(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from derain.runner import RunJob, parse_shard, run
+    from derain.imageio import DEFAULT_MAX_PIXELS, Encoding
+    from derain.runner import STDIO, RunJob, parse_shard, run
+    if args.json and args.output == "-":
+        raise DerainError("--json prints to stdout, where -o - writes the image; use one of them")
+    on_result = (lambda result: print(result.json_line(), flush=True)) if args.json else None
     job = RunJob(inputs=args.inputs, output_dir=Path(args.output), model=args.model, weights=args.weights,
                  device=args.device, options=_options(args), overwrite=args.overwrite,
                  shard=parse_shard(args.shard) if args.shard else None,
-                 suffix=f".{args.format}" if args.format else None, quiet=args.quiet, backend=args.backend,
-                 task=args.task)
+                 suffix=f".{args.format}" if args.format else None, quiet=args.quiet or args.json,
+                 backend=args.backend, task=args.task, recursive=args.recursive, name_suffix=args.suffix,
+                 keep_existing=args.keep_existing, encoding=Encoding(args.quality, args.subsampling),
+                 max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, threads=args.threads, on_result=on_result)
     report = run(job)
-    print(f"derain: wrote {len(report.written)} image(s) to {job.output_dir}"
-          + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))
+    summary = (f"derain: wrote {len(report.written)} image(s) to "
+               f"{'stdout' if job.output_dir == STDIO else job.output_dir}"
+               + (f" ({len(report.remade)} made again: other model or weights had made them)" if report.remade
+                  else "")
+               + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))
+    if not args.json:
+        print(summary, file=sys.stderr if job.output_dir == STDIO else sys.stdout)
     if report.failed:
         raise DerainError(f"{len(report.failed)} image(s) failed: " + ", ".join(str(p) for p, _ in report.failed[:5]))
     return 0

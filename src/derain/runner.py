@@ -1,24 +1,33 @@
 """Deraining files and folders: the job behind ``derain run``.
 
 Reads images, restores them with :func:`derain.infer.restore`, writes them under the output folder with
-their own names, bit depth and EXIF (or, for one input, to an output named like an image: ``-o clean.jpg``).
-Existing outputs are skipped unless ``overwrite`` is set; an input file is never overwritten. Large folders
-can be split between processes with ``shard`` (or automatically under ``torchrun``).
+their own names (with ``recursive``, mirroring the input folder's tree), bit depth, alpha, EXIF and JPEG
+encoding (or, for one input, to an output named like an image: ``-o clean.jpg``, or to stdout: ``-o -``).
+Every output records which model and weights made it. The model and weights are checked before anything
+else; then an existing output is skipped when the same model and weights made it (or when derain did not
+make it: it is the user's file), and made again when other ones did, unless ``keep_existing``;
+``overwrite`` redoes everything. An input file is never overwritten. Large folders can be split between
+processes with ``shard`` (or automatically under ``torchrun``).
 """
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from tqdm import tqdm
 
 from derain.checkpoints import load_model
 from derain.errors import DerainError
-from derain.imageio import IMAGE_SUFFIXES, expand_inputs, read_image, write_image
+from derain.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, Encoding, encode_image, expand_input_tree,
+                            frame_count, read_image, read_provenance, write_image)
 from derain.infer import (InferenceOptions, count_tiles, describe_choice, prepare_for, resolve_device, resolve_tile,
                           resolve_working_side, restore, set_task)
 from derain.models import get_spec
@@ -41,6 +50,37 @@ class RunJob:
     quiet: bool = False
     backend: str = "torch"  # or "onnxruntime" (weights: a file written by `derain export --onnx`)
     task: str | None = None  # all-in-one models: auto (the selector decides) or a task name
+    recursive: bool = False  # folders: their sub-folders too, mirrored under the output folder
+    name_suffix: str = ""  # added to each output's name before its extension: photo.jpg -> photo_derained.jpg
+    keep_existing: bool = False  # keep outputs that other models or weights made (default: make them again)
+    encoding: Encoding = field(default_factory=Encoding)  # JPEG/WebP quality and subsampling
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    threads: int | None = None  # CPU threads for the network (None: torch's default)
+    on_result: Callable[["FileResult"], None] | None = None  # called once per file, as it is done
+
+
+STDIO = Path("-")  # ``-`` as input: the image's bytes on stdin; as output: the result's bytes on stdout
+
+
+@dataclass
+class FileResult:
+    """What happened to one input: ``written``, ``remade`` (an output of other weights replaced), ``skipped``
+    or ``failed`` (with ``error``)."""
+
+    input: Path
+    output: Path
+    model: str
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+
+    def json_line(self) -> str:
+        """The result as one line of JSON (``derain run --json``)."""
+        record = {"input": str(self.input), "output": str(self.output), "model": self.model,
+                  "seconds": round(self.seconds, 3), "status": self.status}
+        if self.error:
+            record["error"] = self.error
+        return json.dumps(record)
 
 
 @dataclass
@@ -50,6 +90,7 @@ class RunReport:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    remade: list[Path] = field(default_factory=list)  # also in ``written``: outputs other weights had made
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -81,26 +122,39 @@ _SAME_FORMAT = {".jpeg": (".jpg", ".jpeg"), ".tiff": (".tif", ".tiff")}  # --for
 
 
 def names_one_image(output: Path) -> bool:
-    """Whether ``-o output`` names one output image (``clean.png``) rather than a folder; an existing folder
-    with such a name stays a folder."""
-    return output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir()
+    """Whether ``-o output`` names one output image (``clean.png``, or ``-`` for stdout) rather than a folder;
+    an existing folder with such a name stays a folder."""
+    return output == STDIO or (output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir())
 
 
-def output_paths(files: list[Path], output_dir: Path, suffix: str | None) -> list[Path]:
-    """Output path of each input in ``output_dir``; two inputs that would land on the same output are an error."""
-    outputs = [output_dir / (f.stem + suffix if suffix else f.name) for f in files]
+def output_name(name: Path, suffix: str | None, name_suffix: str = "") -> Path:
+    """The output's path below the output folder for an input found as ``name``: the format ``suffix`` (else
+    the input's own, or PNG where the input's format cannot be written, e.g. GIF) and ``name_suffix``."""
+    ext = suffix or (name.suffix if name.suffix.lower() in IMAGE_SUFFIXES else ".png")
+    return name.with_name(name.stem + name_suffix + ext)
+
+
+def output_paths(files: list[Path], output_dir: Path, suffix: str | None, names: list[Path] | None = None,
+                 name_suffix: str = "") -> list[Path]:
+    """Output path of each input in ``output_dir`` (under its relative name in ``names``, else its file name);
+    two inputs that would land on the same output are an error."""
+    names = names or [Path(f.name) for f in files]
+    outputs = [output_dir / output_name(n, suffix, name_suffix) for n in names]
     check_outputs(zip(files, outputs))
     return outputs
 
 
-def run_outputs(files: list[Path], output: Path, suffix: str | None) -> list[Path]:
+def run_outputs(files: list[Path], output: Path, suffix: str | None, names: list[Path] | None = None,
+                name_suffix: str = "") -> list[Path]:
     """Output paths of ``derain run``: in the folder ``output``, or ``output`` itself when it is named like an
-    image, which needs exactly one input (and a ``suffix``, if given, that agrees with its name)."""
+    image (or is ``-``), which needs exactly one input (and a ``suffix``, if given, that agrees with its name)."""
     if not names_one_image(output):
-        return output_paths(files, output, suffix)
+        return output_paths(files, output, suffix, names, name_suffix)
     if len(files) != 1:
         raise DerainError(f"-o {output} names one image file but there are {len(files)} inputs; "
                           "give an output folder instead")
+    if output == STDIO:
+        return [output]
     if suffix and suffix.lower() not in _SAME_FORMAT.get(output.suffix.lower(), (output.suffix.lower(),)):
         raise DerainError(f"--format {suffix.lstrip('.')} disagrees with the output name {output}")
     check_outputs([(files[0], output)])
@@ -113,7 +167,7 @@ def check_outputs(pairs: Iterable[tuple[Path, Path]]) -> None:
     for src, dst in pairs:
         if dst in seen:
             raise DerainError(f"{seen[dst]} and {src} would both be written to {dst}; run them separately")
-        if dst.resolve() == src.resolve():
+        if dst != STDIO and src != STDIO and dst.resolve() == src.resolve():
             raise DerainError(f"output {dst} is the input itself; choose another output folder with -o")
         seen[dst] = src
 
@@ -162,41 +216,114 @@ def load_for_backend(job: RunJob, device: torch.device) -> tuple[torch.nn.Module
     return model, model.name, model.size_multiple
 
 
-def restore_file(src: Path, dst: Path, model: torch.nn.Module, multiple: int, options: InferenceOptions,
-                 device: torch.device, quiet: bool = True) -> None:
-    """Read ``src``, restore it and write ``dst`` with the input's bit depth, EXIF and colour profile; a
-    progress bar over the tiles of large photos unless ``quiet``."""
-    image = read_image(src)
+def weights_fingerprint(path: str | Path) -> str:
+    """A short, stable identity of a weights file: the first 16 hex digits of its SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _stdout_suffix(src: Path, data: bytes | None, suffix: str | None) -> str:
+    """The format of what goes to stdout: ``--format`` if given, else the input's own (PNG where the input's
+    format cannot be written or told)."""
+    if suffix:
+        return suffix
+    if data is None:
+        return src.suffix.lower() if src.suffix.lower() in IMAGE_SUFFIXES else ".png"
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            found = image.format
+    except (UnidentifiedImageError, OSError):
+        return ".png"
+    by_format = {name: ext for ext, name in reversed(list(FORMATS.items()))}  # JPEG -> .jpg, TIFF -> .tif
+    return by_format.get(found or "", ".png")
+
+
+def restore_file(src: Path | bytes, dst: Path, model: torch.nn.Module, multiple: int, options: InferenceOptions,
+                 device: torch.device, quiet: bool = True, encoding: Encoding = Encoding(),
+                 max_pixels: int = DEFAULT_MAX_PIXELS, fmt: str | None = None) -> list[str]:
+    """Read ``src`` (a file or its bytes), restore it and write ``dst`` (``-``: stdout, in format ``fmt``) with
+    the input's bit depth, alpha, EXIF, colour profile and JPEG encoding; a progress bar over the tiles of
+    large photos unless ``quiet``. Returns notes for the user (e.g. transparency the output format drops)."""
+    image = read_image(src, max_pixels)
     x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
     h, w = x.shape[-2:]
     tiles = count_tiles(h, w, options, multiple)
-    tile_bar = tqdm(total=tiles, unit="tile", leave=False, disable=quiet or tiles == 1, desc=src.name)
+    tile_bar = tqdm(total=tiles, unit="tile", leave=False, disable=quiet or tiles == 1,
+                    desc=getattr(src, "name", "stdin"))
     y = restore(model, x, multiple, options, device, progress=tile_bar.update)
     tile_bar.close()
-    write_image(dst, y[0].permute(1, 2, 0).numpy(), bit_depth=image.bit_depth,
-                exif=image.exif, icc_profile=image.icc_profile)
+    pixels = y[0].permute(1, 2, 0).numpy()
+    out_format = fmt or dst.suffix.lower()
+    notes = []
+    if image.alpha is not None and out_format not in (".png", ".webp", ".tif", ".tiff"):
+        notes.append(f"transparency dropped: {out_format.lstrip('.').upper()} has no alpha channel "
+                     "(use --format png to keep it)")
+    meta = dict(bit_depth=image.bit_depth, exif=image.exif, icc_profile=image.icc_profile, alpha=image.alpha,
+                encoding=encoding, jpeg=image.jpeg)
+    if dst == STDIO:
+        sys.stdout.buffer.write(encode_image(pixels, out_format, **meta))
+        sys.stdout.buffer.flush()
+    else:
+        write_image(dst, pixels, **meta)
+    return notes
+
+
+def refuse_animations(files: Iterable[Path]) -> None:
+    """One clear line, before any work, for an input holding several frames (animated GIF, WebP or PNG)."""
+    for path in files:
+        if path != STDIO and path.suffix.lower() in (".gif", ".webp", ".png", ".apng"):
+            frames = frame_count(path)
+            if frames > 1:
+                raise DerainError(f"{path} is an animation ({frames} frames); derain restores still images: "
+                                  "extract its frames first (e.g. ffmpeg -i IN frames/%04d.png) and derain the "
+                                  "folder")
+
+
+def _inputs(job: RunJob) -> tuple[list[Path], list[Path], bytes | None]:
+    """(input files, their names below the output folder, the bytes read from stdin for ``-``)."""
+    if "-" not in job.inputs:
+        tree = expand_input_tree(job.inputs, job.recursive)
+        return [f for f, _ in tree], [n for _, n in tree], None
+    if len(job.inputs) != 1:
+        raise DerainError("'-' (an image on stdin) must be the only input")
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise DerainError("no image on stdin (the input '-' was empty)")
+    return [STDIO], [Path("stdin.png")], data
+
+
+def _decide(dst: Path, job: RunJob, provenance: str) -> str | None:
+    """What to do with an output that may exist: None (make it), ``skipped`` or ``remade``."""
+    if dst == STDIO or not dst.exists() or job.overwrite:
+        return None
+    made_by = read_provenance(dst)
+    if made_by is None or made_by == provenance or job.keep_existing:
+        return "skipped"  # the user's own file, or what this model and weights would make again
+    return "remade"
 
 
 def run(job: RunJob) -> RunReport:
     """Restore every input image of ``job``; per-file problems are collected, not fatal, until the end."""
-    files = expand_inputs(job.inputs)
+    files, names, stdin_data = _inputs(job)
     from derain.video.streams import refuse_videos  # by name only: PyAV is not needed to say so
     refuse_videos(files)
-    outputs = run_outputs(files, job.output_dir, job.suffix)
+    if stdin_data is not None and not names_one_image(job.output_dir):
+        raise DerainError("an image from stdin needs -o FILE or -o - (stdout)")
+    outputs = run_outputs(files, job.output_dir, job.suffix, names, job.name_suffix)
+    refuse_animations(files)
     shard = job.shard or torchrun_shard()
     files, outputs = shard_files(files, shard), shard_files(outputs, shard)
-    prepare_output_dir(job.output_dir.parent if names_one_image(job.output_dir) else job.output_dir)
+    if job.output_dir != STDIO:
+        prepare_output_dir(job.output_dir.parent if names_one_image(job.output_dir) else job.output_dir)
+    if job.threads:
+        torch.set_num_threads(job.threads)
 
-    report = RunReport()
-    todo = []
-    for src, dst in zip(files, outputs):
-        if dst.exists() and not job.overwrite:
-            report.skipped.append(dst)
-        else:
-            todo.append((src, dst))
-    if not todo:
-        return report
-
+    # The model and its weights first: a missing checkpoint is an error even when every output exists.
     device_name = job.device
     if device_name == "auto" and shard is not None and torch.cuda.is_available():
         device_name = f"cuda:{int(os.environ.get('LOCAL_RANK', shard[0])) % torch.cuda.device_count()}"
@@ -204,21 +331,52 @@ def run(job: RunJob) -> RunReport:
         device_name = "cpu"
     device = resolve_device(device_name)
     model, name, multiple = load_for_backend(job, device)
+    weights = job.weights if job.backend == "onnxruntime" else resolve_weights(job.model, job.weights)
+    provenance = f"model={name} weights={weights_fingerprint(weights)}"
+    encoding = Encoding(job.encoding.quality, job.encoding.subsampling, provenance)
+
+    report = RunReport()
+    todo = []
+    for src, dst in zip(files, outputs):
+        decision = _decide(dst, job, provenance)
+        if decision == "skipped":
+            report.skipped.append(dst)
+            _announce(job, FileResult(src, dst, name, "skipped"))
+        else:
+            todo.append((src, dst, decision == "remade"))
+    if not todo:
+        return report
+
     model = prepare_for(model, job.options, device)  # once for all images (and compiled once with --compile)
     options = resolve_tile(resolve_working_side(job.options, name), model, multiple, device)
     routed = set_task(model, name, job.task)
-
-    bar = tqdm(total=len(todo), unit="img", disable=job.quiet, desc=f"derain ({name}, {device.type})")
-    for src, dst in todo:
+    quiet = job.quiet or job.output_dir == STDIO and not sys.stderr.isatty()
+    bar = tqdm(total=len(todo), unit="img", disable=quiet, desc=f"derain ({name}, {device.type})", file=sys.stderr)
+    for src, dst, remade in todo:
+        start = time.perf_counter()
         try:
-            restore_file(src, dst, model, multiple, options, device, quiet=job.quiet)
+            source = stdin_data if src == STDIO else src
+            fmt = _stdout_suffix(src, stdin_data, job.suffix) if dst == STDIO else None
+            notes = restore_file(source, dst, model, multiple, options, device, quiet=quiet, encoding=encoding,
+                                 max_pixels=job.max_pixels, fmt=fmt)
+            for note in notes:
+                tqdm.write(f"derain: {getattr(src, 'name', 'stdin')}: {note}", file=sys.stderr)
             report.written.append(dst)
+            if remade:
+                report.remade.append(dst)
+            _announce(job, FileResult(src, dst, name, "remade" if remade else "written", time.perf_counter() - start))
             if routed is not None and routed.task in (None, "auto"):
                 tqdm.write(f"derain: {src.name}: the degradation selector chose {describe_choice(routed)}",
                            file=sys.stderr)
         except DerainError as exc:
             report.failed.append((src, str(exc)))
+            _announce(job, FileResult(src, dst, name, "failed", time.perf_counter() - start, str(exc)))
             tqdm.write(f"derain: error: {exc}", file=sys.stderr)
         bar.update(1)
     bar.close()
     return report
+
+
+def _announce(job: RunJob, result: FileResult) -> None:
+    if job.on_result is not None:
+        job.on_result(result)
