@@ -157,8 +157,9 @@ def test_upload_queue_slider_loupe_and_download(server, browser, downloads, shar
     assert result.shape == rainy.shape == (466, 745, 3)
     rain, faces = rain_removed(result, rainy)
     # The general default also lifts the veil of rain over the whole photo, faces included (about 7 grey
-    # levels here); the rainy wall still changes well beyond that.
-    assert rain > 1.5 and rain > 1.5 * faces, (rain, faces)
+    # levels here, in the server's 256-pixel tiles, each of which guesses its own veil); the rainy wall still
+    # changes more (tests/test_serve.py checks the margin on the photo restored whole).
+    assert rain > 1.5 and rain > 1.2 * faces, (rain, faces)
 
     # JPEG and WebP downloads: the same picture at a fraction of the PNG's size; the JPEG with the photo's own
     # quantization tables (it was a JPEG), so about the size of the photo sent.

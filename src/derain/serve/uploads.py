@@ -2,8 +2,8 @@
 
 An upload is fully decoded once when it arrives, so that a file that is not an image, is truncated or is
 too large gets a clear HTTP error at once; only its compressed bytes wait in the queue. The model's decoder
-(:func:`derain.imageio.read_image`: EXIF orientation, 16-bit) reads files, so the bytes go through a
-private temporary folder that is deleted straight after; nothing is written anywhere else.
+(:func:`derain.imageio.read_image`: EXIF orientation, 16-bit, alpha) reads the bytes; nothing is written
+anywhere.
 
 An upload arrives either as the file's raw bytes (the page, ``curl --data-binary @photo.jpg``) or as a
 ``multipart/form-data`` form (``curl -F file=@photo.jpg``, HTML forms, ``requests.post(files=...)``).
@@ -12,18 +12,16 @@ Results are kept as PNG and re-encoded on request as JPEG or WebP (:func:`encode
 from __future__ import annotations
 
 import io
-import tempfile
 from email.message import Message
 from email.parser import BytesHeaderParser
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from derain.errors import DerainError
-from derain.imageio import LoadedImage, read_image
+from derain.imageio import LoadedImage, check_png_complete, read_image
 
 # Suffix that makes read_image take the right path (16-bit PNG/TIFF go through OpenCV).
 _SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
@@ -69,8 +67,14 @@ def inspect_upload(data: bytes, max_pixels: int) -> UploadInfo:
             raise UploadError(413, f"the image is {width}x{height} ({width * height / 1e6:.1f} megapixels); "
                                    f"this server accepts at most {max_pixels / 1e6:g} megapixels "
                                    "(derain serve --max-megapixels)")
+        if getattr(image, "n_frames", 1) > 1:
+            raise UploadError(415, f"the image is an animation ({image.n_frames} frames); send a still photo")
         try:
             image.load()  # decode everything now: a truncated file fails here, not in the queue
+            if image.format == "PNG":
+                check_png_complete(data, "upload")  # Pillow pads a PNG whose data ends early with black rows
+        except DerainError as exc:
+            raise UploadError(422, str(exc).replace("cannot read image upload: ", "the image is ")) from None
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise UploadError(422, f"the image is corrupt or truncated ({exc})") from None
     return UploadInfo(width, height, image.format or "")
@@ -125,21 +129,22 @@ def parse_form(body: bytes, content_type: str) -> FormUpload:
 
 def decode_upload(data: bytes, info: UploadInfo) -> LoadedImage:
     """The upload as float32 RGB, upright, with bit depth, EXIF and ICC profile (see ``read_image``)."""
-    with tempfile.TemporaryDirectory(prefix="derain-serve-") as folder:
-        path = Path(folder) / f"upload{info.suffix}"
-        path.write_bytes(data)
-        image = read_image(path)
-    return image
+    return read_image(data)
 
 
 def encode_png(pixels: np.ndarray, bit_depth: int = 8, exif: bytes | None = None,
-               icc_profile: bytes | None = None) -> bytes:
-    """PNG bytes of float RGB in [0, 1] (H x W x 3), 16-bit when the input was, keeping EXIF and ICC."""
+               icc_profile: bytes | None = None, alpha: np.ndarray | None = None) -> bytes:
+    """PNG bytes of float RGB in [0, 1] (H x W x 3), 16-bit when the input was, keeping EXIF, ICC and the
+    alpha channel (H x W in [0, 1]) of a transparent upload."""
     pixels = np.clip(pixels, 0.0, 1.0)
+    channels = [pixels] if alpha is None else [pixels, np.clip(alpha, 0.0, 1.0)[..., None]]
+    pixels = np.concatenate(channels, axis=2)
     if bit_depth == 16:
         import cv2
 
-        ok, buffer = cv2.imencode(".png", np.ascontiguousarray(np.rint(pixels * 65535.0).astype(np.uint16)[..., ::-1]))
+        data = np.rint(pixels * 65535.0).astype(np.uint16)
+        data = data[..., [2, 1, 0, 3]] if alpha is not None else data[..., ::-1]
+        ok, buffer = cv2.imencode(".png", np.ascontiguousarray(data))
         if not ok:
             raise DerainError("could not encode the result as a 16-bit PNG")
         return buffer.tobytes()
@@ -149,7 +154,8 @@ def encode_png(pixels: np.ndarray, bit_depth: int = 8, exif: bytes | None = None
     if icc_profile:
         options["icc_profile"] = icc_profile
     out = io.BytesIO()
-    Image.fromarray(np.rint(pixels * 255.0).astype(np.uint8), "RGB").save(out, format="PNG", **options)
+    mode = "RGB" if alpha is None else "RGBA"
+    Image.fromarray(np.rint(pixels * 255.0).astype(np.uint8), mode).save(out, format="PNG", **options)
     return out.getvalue()
 
 
@@ -173,7 +179,8 @@ def encode_result(png: bytes, fmt: str, quality: int | None = None, jpeg: object
         return png
     image = Image.open(io.BytesIO(png))
     options: dict = {key: image.info[key] for key in ("exif", "icc_profile") if image.info.get(key)}
-    rgb = image.convert("RGB")
+    # WebP keeps the transparency of a transparent upload; JPEG has none
+    rgb = image.convert("RGBA" if kind == "WEBP" and "A" in image.mode else "RGB")
     if kind == "JPEG" and quality is None and getattr(jpeg, "qtables", None):
         options.update(qtables=jpeg.qtables, subsampling=jpeg.subsampling)
     elif kind == "JPEG":
