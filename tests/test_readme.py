@@ -29,6 +29,10 @@ def shell_commands(text: str) -> list[str]:
 def derain_args(command: str) -> list[str] | None:
     """The arguments after `derain` (or `python -m derain.cli`, `torchrun ... -m derain.cli`), else None."""
     words = shlex.split(command)
+    for i, word in enumerate(words):  # a shell redirection ends the command's own arguments
+        if word in (">", ">>", "<", "2>") or word.startswith((">", "2>")):
+            words = words[:i]
+            break
     if words and words[0] == "derain":
         return words[1:]
     if "-m" in words and words.index("-m") + 1 < len(words) and words[words.index("-m") + 1] in ("derain",
