@@ -29,7 +29,7 @@ from derain.errors import DerainError
 from derain.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, Encoding, encode_image, expand_input_tree,
                             frame_count, read_image, read_provenance, write_image)
 from derain.infer import (InferenceOptions, count_tiles, describe_choice, prepare_for, resolve_device, resolve_tile,
-                          resolve_working_side, restore, set_task)
+                          resolve_working_side, restore, set_task, size_multiple_of)
 from derain.models import get_spec
 from derain.weights import bundled_checkpoint
 
@@ -200,7 +200,7 @@ def load_for_backend(job: RunJob, device: torch.device) -> tuple[torch.nn.Module
     """(network on ``device``, its registry name, its size multiple) for ``job.backend``."""
     if job.backend == "torch":
         model, name = load_model(job.model, resolve_weights(job.model, job.weights))
-        return model.to(device), name, get_spec(name).size_multiple
+        return model.to(device), name, size_multiple_of(model, get_spec(name).size_multiple)
     if job.backend != "onnxruntime":
         raise DerainError(f"unknown backend {job.backend!r}; choose torch or onnxruntime")
     if job.weights is None or Path(job.weights).suffix != ".onnx":
