@@ -183,8 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     _inference_args(run)
 
     vid = sub.add_parser("video", help="derain a video (streamed, sound kept, neighbouring frames combined)")
-    vid.add_argument("input", metavar="VIDEO", help="video file (any container and codec FFmpeg decodes)")
+    vid.add_argument("input", metavar="VIDEO", nargs="?",
+                     help="video file (any container and codec FFmpeg decodes)")
     vid.add_argument("-o", "--output", required=True, help="output video file (.mp4, .mkv, .mov)")
+    vid.add_argument("--shard", help="derain only the I-th of N equal time ranges (0-based, e.g. 0/4) into "
+                                     "OUTPUT's .shard-I-of-N piece; under torchrun taken from RANK/WORLD_SIZE")
+    vid.add_argument("--join", nargs="+", metavar="PIECE",
+                     help="join the pieces of a --shard run into OUTPUT, copying their packets (no VIDEO)")
     vid.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     vid.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
                      help="combine each frame with its 3 neighbours on each side, aligned by optical flow, where "
@@ -373,15 +378,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
+    from derain.runner import parse_shard
     from derain.video import VideoJob, derain_video
+    from derain.video.shard import join_pieces
     from derain.video.streams import EncodeSettings, parse_bitrate
+    if args.join:
+        if args.input or args.shard:
+            raise DerainError("--join takes only the pieces and -o; give no VIDEO and no --shard")
+        joined = join_pieces([Path(p) for p in args.join], Path(args.output), args.overwrite)
+        print(f"derain: wrote {joined.output} ({joined.frames} frames from {joined.pieces} pieces, "
+              "packets copied)")
+        return 0
+    if not args.input:
+        raise DerainError("derain video needs a VIDEO to derain (or --join PIECE ...)")
     encode = EncodeSettings(codec=args.codec, crf=args.crf, start=args.start, duration=args.duration,
                             bitrate=parse_bitrate(args.bitrate) if args.bitrate else None)
     job = VideoJob(input=Path(args.input), output=Path(args.output), model=args.model, weights=args.weights,
                    device=args.device, options=_options(args), temporal=args.temporal, encode=encode,
-                   overwrite=args.overwrite, quiet=args.quiet)
+                   overwrite=args.overwrite, quiet=args.quiet,
+                   shard=parse_shard(args.shard) if args.shard else None)
     report = derain_video(job)
     mode = "temporal" if report.temporal else "single-frame"
+    mode += f", piece {report.shard[0]} of {report.shard[1]}" if report.shard else ""
     print(f"derain: wrote {report.output} ({report.frames} frames, {mode}, "
           f"{report.frames / max(report.seconds, 1e-9):.2f} frames/s)")
     return 0

@@ -5,6 +5,7 @@ so an interrupted or failed run never leaves a file that looks complete.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -20,7 +21,10 @@ from derain.errors import DerainError
 from derain.infer import InferenceOptions, prepare_for, resolve_device, resolve_tile, resolve_working_side, restore
 from derain.models import get_spec
 from derain.overwrite import refuse_existing
-from derain.video.streams import EncodeSettings, Frame, choose_encoder, probe, require_av, transcode
+from derain.runner import torchrun_shard
+from derain.video.shard import piece_path, shard_span, shard_tag
+from derain.video.streams import (EncodeSettings, Frame, Span, VideoInfo, choose_encoder, probe, require_av,
+                                  span_of, transcode)
 from derain.video.temporal import TemporalOptions, temporal_filter
 
 
@@ -38,6 +42,7 @@ class VideoJob:
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     overwrite: bool = False
     quiet: bool = False
+    shard: tuple[int, int] | None = None  # (I, N): write piece I of N (None: the whole clip, or torchrun's)
 
 
 @dataclass
@@ -48,6 +53,7 @@ class VideoReport:
     frames: int
     seconds: float
     temporal: bool
+    shard: tuple[int, int] | None = None
 
 
 FrameFn = Callable[[np.ndarray], np.ndarray]
@@ -72,7 +78,7 @@ def derain_frames(frames: Iterable[Frame], derain_one: FrameFn, temporal: bool,
                   temporal_options: TemporalOptions = TemporalOptions()) -> Iterator[Frame]:
     """Derained ``frames``, in order; ``temporal``: combined with their aligned neighbours
     (:mod:`derain.video.temporal`)."""
-    single = (Frame(derain_one(f.pixels), f.pts, f.index) for f in frames)
+    single = (Frame(derain_one(f.pixels), f.pts, f.index, f.keep) for f in frames)
     return temporal_filter(single, temporal_options) if temporal else single
 
 
@@ -96,32 +102,56 @@ def _check_paths(job: VideoJob) -> None:
         raise DerainError(f"output folder {folder} is not writable")
 
 
+def _expected_frames(info: VideoInfo, span: Span) -> int | None:
+    """Frames the progress bar expects: the span's length times the frame rate (None: unknown)."""
+    total = info.frames or (round(info.duration * float(info.rate)) if info.duration else None)
+    if not total or (span.begin is None and span.end is None):
+        return total
+    clip_end = info.start_time + (info.stream_duration or info.duration)
+    begin = info.start_time if span.begin is None else span.begin
+    end = clip_end if span.end is None else min(span.end, clip_end)
+    return max(1, round((end - begin) * float(info.rate)))
+
+
 def derain_video(job: VideoJob) -> VideoReport:
-    """Derain the video ``job.input`` into ``job.output`` (see the module docstring); one clear line on errors."""
+    """Derain the video ``job.input`` into ``job.output`` (see the module docstring); one clear line on errors.
+
+    With ``job.shard`` (or under torchrun) only that piece of the clip is derained, into
+    :func:`~derain.video.shard.piece_path` of the output (:mod:`derain.video.shard` joins the pieces).
+    """
     require_av()
+    shard = job.shard or torchrun_shard()
+    if shard is not None:
+        job = dataclasses.replace(job, output=piece_path(job.output, shard))
     _check_paths(job)
     info = probe(job.input)  # a bad input is reported before the model loads
     choose_encoder(job.encode.codec)
     if job.encode.start < 0 or (job.encode.duration is not None and job.encode.duration <= 0):
         raise DerainError("--start must be 0 or more and --duration more than 0 seconds")
+    temporal_options = TemporalOptions()
+    margin = temporal_options.radius if job.temporal else 0  # neighbours read beyond each end, not written
+    span = shard_span(info, job.encode, shard, margin) if shard else span_of(job.encode, margin)
 
     from derain import load_model
 
-    device = resolve_device(job.device)
+    device_name = job.device
+    if device_name == "auto" and shard is not None and torch.cuda.is_available():  # one GPU per process
+        device_name = f"cuda:{int(os.environ.get('LOCAL_RANK', shard[0])) % torch.cuda.device_count()}"
+    device = resolve_device(device_name)
     model, name = load_model(job.model, job.weights)
     derain_one = frame_derainer(model.to(device), name, job.options, device)
 
-    expected = info.frames or (round(info.duration * float(info.rate)) if info.duration else None)
-    if expected and (job.encode.start or job.encode.duration):
-        span = (job.encode.duration if job.encode.duration else max(0.0, info.duration - job.encode.start))
-        expected = max(1, round(min(span, max(0.0, info.duration - job.encode.start)) * float(info.rate)))
     mode = "temporal" if job.temporal else "single-frame"
-    bar = tqdm(total=expected, unit="frame", disable=job.quiet, desc=f"derain video ({name}, {mode}, {device.type})")
+    piece = f", piece {shard[0]}/{shard[1]}" if shard else ""
+    bar = tqdm(total=_expected_frames(info, span), unit="frame", disable=job.quiet,
+               desc=f"derain video ({name}, {mode}, {device.type}{piece})")
     partial = job.output.with_name(f".{job.output.stem}.partial{job.output.suffix}")
     started = time.perf_counter()
     try:
-        written = transcode(info, partial, lambda frames: derain_frames(frames, derain_one, job.temporal),
-                            job.encode, on_frame=lambda: bar.update(1))
+        written = transcode(info, partial,
+                            lambda frames: derain_frames(frames, derain_one, job.temporal, temporal_options),
+                            job.encode, on_frame=lambda: bar.update(1), span=span,
+                            metadata=shard_tag(shard) if shard else None)
         os.replace(partial, job.output)
     except BaseException:
         partial.unlink(missing_ok=True)  # never leave a partial clip behind
@@ -131,4 +161,4 @@ def derain_video(job: VideoJob) -> VideoReport:
     if not job.quiet and info.rotation:
         tqdm.write(f"derain: kept the display rotation of {info.rotation} degrees", file=sys.stderr)
     return VideoReport(output=job.output, frames=written, seconds=time.perf_counter() - started,
-                       temporal=job.temporal)
+                       temporal=job.temporal, shard=shard)

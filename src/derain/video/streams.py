@@ -7,6 +7,7 @@ are (never re-encoded). PyAV is optional (``pip install "derain[video]"``); it i
 from __future__ import annotations
 
 import fractions
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -47,6 +48,7 @@ class VideoInfo:
     rate: fractions.Fraction  # average frame rate (frames per second)
     time_base: fractions.Fraction
     duration: float  # seconds (0: unknown)
+    start_time: float  # the video stream's first timestamp in seconds (often 0)
     stream_duration: float  # the video stream's own duration in seconds, as its header says (0: unknown)
     codec: str
     pix_fmt: str
@@ -61,6 +63,7 @@ class Frame:
     pixels: np.ndarray  # H x W x 3 uint8
     pts: int
     index: int
+    keep: bool = True  # False: a margin frame, read so the temporal filter sees its neighbours, not written
 
 
 def _open_input(path: Path):
@@ -108,6 +111,7 @@ def probe(path: str | Path) -> VideoInfo:
             container.duration / 1e6 if container.duration else 0.0)
         return VideoInfo(path=path, width=first.width, height=first.height, frames=int(stream.frames or 0),
                          rate=fractions.Fraction(rate), time_base=stream.time_base, duration=duration,
+                         start_time=float(stream.start_time * stream.time_base) if stream.start_time else 0.0,
                          stream_duration=_stream_duration(stream),
                          codec=stream.codec_context.name, pix_fmt=first.format.name,
                          rotation=int(round(getattr(first, "rotation", 0) or 0)),
@@ -179,16 +183,43 @@ def parse_bitrate(text: str) -> int:
     return int(value)
 
 
+@dataclass(frozen=True)
+class Span:
+    """The part of the input a run writes, in input seconds: frames with ``begin <= time < end`` (None: no
+    limit). ``margin`` frames on each side beyond it are decoded and handed to ``process`` too, marked
+    ``keep=False`` (the temporal filter needs a frame's neighbours), but not written. ``shift``: seconds taken
+    off every timestamp written (``--start``: a piece of a clip starts at 0). ``whole``: the span runs to the
+    end of the clip, so a clip that stops early is reported as truncated."""
+
+    begin: float | None = None
+    end: float | None = None
+    margin: int = 0
+    shift: float = 0.0
+    whole_start: bool = True
+    whole_end: bool = True
+
+
+def span_of(settings: EncodeSettings, margin: int = 0) -> Span:
+    """The :class:`Span` of ``--start``/``--duration``."""
+    return Span(begin=settings.start or None,
+                end=settings.start + settings.duration if settings.duration else None,
+                margin=margin, shift=settings.start, whole_start=not settings.start,
+                whole_end=not settings.duration)
+
+
 def transcode(info: VideoInfo, output: Path, process: Callable[[Iterable[Frame]], Iterator[Frame]],
-              settings: EncodeSettings, on_frame: Callable[[], None] | None = None) -> int:
+              settings: EncodeSettings, on_frame: Callable[[], None] | None = None, span: Span | None = None,
+              metadata: dict[str, str] | None = None) -> int:
     """Decode ``info.path``, pass its frames through ``process`` and encode what it yields into ``output``.
 
     ``process`` may hold frames back (a temporal window) as long as it yields each frame once, in order, with
-    its ``pts``. Audio and subtitle packets are copied with their timestamps shifted by ``settings.start``.
-    Returns the number of frames written; any decoding problem is one clear line. The caller removes
-    ``output`` if this raises.
+    its ``pts`` and ``keep``. ``span`` (default: from ``settings.start``/``duration``) says which frames are
+    written; audio and subtitle packets whose time falls in it are copied, shifted like the video. Returns the
+    number of frames written; any decoding problem is one clear line. The caller removes ``output`` if this
+    raises.
     """
     av = require_av()
+    span = span or span_of(settings)
     codec = choose_encoder(settings.codec)
     container = _open_input(info.path)
     try:
@@ -216,6 +247,7 @@ def transcode(info: VideoInfo, output: Path, process: Callable[[Iterable[Frame]]
         if info.rotation and hasattr(out_video, "set_display_rotation"):
             out_video.set_display_rotation(info.rotation)
         out_video.metadata.update({k: v for k, v in video.metadata.items() if k == "language"})
+        out.metadata.update(metadata or {})
         mapping = {}
         for stream in copied:
             try:
@@ -224,10 +256,14 @@ def transcode(info: VideoInfo, output: Path, process: Callable[[Iterable[Frame]]
                 continue
 
         tb = video.time_base
-        start_pts = int(round(settings.start / tb)) if settings.start else 0
-        end_pts = (start_pts + int(round(settings.duration / tb))) if settings.duration else None
-        if settings.start:
-            container.seek(int(settings.start * 1e6), backward=True, any_frame=False)
+        begin_pts = int(round(span.begin / tb)) if span.begin is not None else None
+        end_pts = int(round(span.end / tb)) if span.end is not None else None
+        shift_pts = int(round(span.shift / tb))
+        if span.begin is not None:
+            # Back far enough for the margin frames (a keyframe at or before the target; decoding runs forward).
+            target = span.begin - (span.margin + 2) / float(info.rate) - (1.0 if span.margin else 0.0)
+            if target > info.start_time:
+                container.seek(int(target * 1e6), backward=True, any_frame=False)
 
         last_time = [0.0]  # seconds: the latest frame decoded
 
@@ -235,28 +271,51 @@ def transcode(info: VideoInfo, output: Path, process: Callable[[Iterable[Frame]]
             nonlocal decoded
             streams = [video] + [s for s in copied if s.index in mapping]
             last_pts = -1
+            before: deque = deque(maxlen=span.margin)  # (pts, av frame) just before the span
+            after = 0  # margin frames read after the span
+            video_done = False
             try:
                 for packet in container.demux(streams):
                     if packet.stream.index != video.index:
-                        _copy_packet(packet, mapping[packet.stream.index], settings, out)
+                        if _in_span(packet, span):
+                            _copy_packet(packet, mapping[packet.stream.index], span.shift, out)
+                        elif video_done and packet.pts is not None and span.end is not None and \
+                                float(packet.pts * packet.time_base) > span.end + 2.0:
+                            return  # the streams are interleaved within far less than 2 s
+                        continue
+                    if video_done:
                         continue
                     for frame in packet.decode():
                         pts = frame.pts if frame.pts is not None else last_pts + 1
                         last_pts = pts
-                        if pts < start_pts:
+                        if begin_pts is not None and pts < begin_pts:
+                            if span.margin:
+                                before.append((pts, frame))
                             continue
+                        while before:
+                            early_pts, early = before.popleft()
+                            decoded += 1
+                            yield Frame(early.to_ndarray(format="rgb24"), early_pts - shift_pts, decoded - 1, False)
                         if end_pts is not None and pts >= end_pts:
-                            return
+                            if after >= span.margin:
+                                video_done = True
+                                break
+                            after += 1
+                            decoded += 1
+                            yield Frame(frame.to_ndarray(format="rgb24"), pts - shift_pts, decoded - 1, False)
+                            continue
                         decoded += 1
                         last_time[0] = float(pts * tb)
                         # The input's own timestamps (variable frame rate kept); a piece starts at 0.
-                        yield Frame(frame.to_ndarray(format="rgb24"), pts - start_pts, decoded - 1)
+                        yield Frame(frame.to_ndarray(format="rgb24"), pts - shift_pts, decoded - 1)
             except av.error.FFmpegError as exc:
                 raise DerainError(f"{info.path} is damaged: decoding stopped after {decoded} frames "
                                   f"({_reason(exc)})") from None
 
         written = 0
         for item in process(frames()):
+            if not item.keep:
+                continue
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(item.pixels), format="rgb24")
             frame.pts, frame.time_base = item.pts, tb
             for packet in out_video.encode(frame):
@@ -267,16 +326,16 @@ def transcode(info: VideoInfo, output: Path, process: Callable[[Iterable[Frame]]
         for packet in out_video.encode(None):
             out.mux(packet)
         if written == 0:
-            raise DerainError(f"no frames of {info.path} fall in the asked range (--start/--duration)")
-        whole = not settings.start and not settings.duration
+            raise DerainError(f"no frames of {info.path} fall in the asked range (--start/--duration/--shard)")
+        whole = span.whole_start and span.whole_end
         if whole and info.frames and decoded < info.frames:
             raise DerainError(f"{info.path} looks truncated: {decoded} of the {info.frames} frames its header "
                               "lists could be decoded")
         # Containers that do not count frames (Matroska) still say how long the video lasts.
-        start_time = float(video.start_time * tb) if video.start_time else 0.0
-        if whole and info.stream_duration and last_time[0] - start_time + 2.0 / float(info.rate) < info.stream_duration:
-            raise DerainError(f"{info.path} looks truncated: its video ends at {last_time[0] - start_time:.2f} s of "
-                              f"the {info.stream_duration:.2f} s its header gives")
+        if span.whole_end and info.stream_duration and \
+                last_time[0] - info.start_time + 2.0 / float(info.rate) < info.stream_duration:
+            raise DerainError(f"{info.path} looks truncated: its video ends at {last_time[0] - info.start_time:.2f}"
+                              f" s of the {info.stream_duration:.2f} s its header gives")
         return written
     finally:
         try:
@@ -285,17 +344,19 @@ def transcode(info: VideoInfo, output: Path, process: Callable[[Iterable[Frame]]
             container.close()
 
 
-def _copy_packet(packet, target, settings: EncodeSettings, out) -> None:
-    """Mux an audio/subtitle ``packet`` into ``target``; with ``--start``, only the packets of the piece, shifted
-    by the same time as the video."""
+def _in_span(packet, span: Span) -> bool:
+    """Whether an audio/subtitle ``packet`` belongs to ``span`` (each packet goes to exactly one piece)."""
     if packet.dts is None or packet.pts is None:  # demuxer flush packets carry nothing
-        return
-    if settings.start or settings.duration:
-        tb = packet.time_base
-        time = float(packet.pts * tb)
-        if time < settings.start or (settings.duration and time >= settings.start + settings.duration):
-            return
-        delta = int(round(settings.start / tb))
+        return False
+    time = float(packet.pts * packet.time_base)
+    return (span.begin is None or time >= span.begin) and (span.end is None or time < span.end)
+
+
+def _copy_packet(packet, target, shift: float, out) -> None:
+    """Mux an audio/subtitle ``packet`` into ``target``, its timestamps moved back by ``shift`` seconds like
+    the video's."""
+    if shift:
+        delta = int(round(shift / packet.time_base))
         packet.pts -= delta
         packet.dts -= delta
     packet.stream = target

@@ -119,7 +119,7 @@ def temporal_filter(frames: Iterable[Frame], options: TemporalOptions = Temporal
             forward = flows.flow(centre.index, other.index, greys)
             backward = flows.flow(other.index, centre.index, greys)
             neighbours.append(aligned_neighbour(centre.pixels, other.pixels, forward, backward, options))
-        return Frame(fuse(centre.pixels, neighbours), centre.pts, centre.index)
+        return Frame(fuse(centre.pixels, neighbours), centre.pts, centre.index, centre.keep)
 
     pending: deque[Frame] = deque()  # frames read but not yet written, oldest first
     for frame in frames:
