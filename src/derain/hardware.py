@@ -1,13 +1,17 @@
-"""What the machine can do, detected rather than assumed: native bf16 on the CPU, free memory.
+"""What the machine can do, detected rather than assumed: the CPU's kind (native bf16, int8 dot products,
+AVX2), free memory.
 
 Inference (:mod:`derain.fastpath`) and training (:mod:`derain.train.loop`) both choose their precision from
-here, so they agree on one machine.
+here, so they agree on one machine; :func:`choose_cpu_path` is the rule that picks the inference path per CPU
+kind (docs/performance.md has the measurements behind it).
 """
 from __future__ import annotations
 
+import enum
 import functools
 import os
 from pathlib import Path
+from typing import Collection
 
 import torch
 
@@ -20,6 +24,83 @@ def _cpu_flags() -> str:
         return ""
 
 
+class CpuKind(str, enum.Enum):
+    """What a CPU offers the inference paths, best first (each kind has the ones below it too, on x86)."""
+
+    BF16 = "bf16"  # AVX-512 BF16 or AMX: native bf16 (and int8 dot products)
+    AVX512_VNNI = "avx512-vnni"  # int8 dot products on 512-bit vectors, no native bf16
+    AVX_VNNI = "avx-vnni"  # int8 dot products on 256-bit vectors (recent Intel laptops), no native bf16
+    AVX2 = "avx2"  # AVX2 and FMA only: int8 through 16-bit multiply-adds, no bf16
+    OTHER = "other"  # anything else (older x86, ARM, unknown): neither path measured
+
+
+def cpu_flag_set(cpuinfo: str) -> frozenset[str]:
+    """The feature flags of ``cpuinfo`` (the text of /proc/cpuinfo): words of its ``flags`` lines."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return frozenset(flags)
+
+
+def cpu_kind(cpuinfo: str | None = None) -> CpuKind:
+    """The :class:`CpuKind` of this machine (or of ``cpuinfo``, the text of a /proc/cpuinfo).
+
+    Whole flag words are compared (``avx_vnni`` is not ``avx512_vnni``). Systems without /proc/cpuinfo
+    (macOS, Windows) ask oneDNN for bf16 and torch for AVX2, and are never called VNNI.
+    """
+    text = _cpu_flags() if cpuinfo is None else cpuinfo
+    flags = cpu_flag_set(text)
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        return CpuKind.BF16
+    if "avx512_vnni" in flags:
+        return CpuKind.AVX512_VNNI
+    if "avx_vnni" in flags:
+        return CpuKind.AVX_VNNI
+    if "avx2" in flags:
+        return CpuKind.AVX2
+    if not text.strip() and cpuinfo is None:
+        return _kind_without_cpuinfo()
+    return CpuKind.OTHER
+
+
+def _kind_without_cpuinfo() -> CpuKind:
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    try:
+        if mkldnn and mkldnn._is_mkldnn_bf16_supported():
+            return CpuKind.BF16
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return CpuKind.OTHER
+    return CpuKind.AVX2 if capability in ("AVX2", "AVX512") else CpuKind.OTHER
+
+
+# Inference paths on the CPU: float32 (the fast path, equal to the reference), native bf16 (the fast path with
+# bf16 weights or autocast), int8 (an onnxruntime model quantised by derain.quantize).
+CPU_PATHS = ("fp32", "bf16", "int8")
+
+
+def choose_cpu_path(kind: CpuKind, available: Collection[str]) -> str:
+    """The fastest inference path that holds quality on a CPU of ``kind``, among ``available`` (names of
+    :data:`CPU_PATHS`; ``int8`` only where onnxruntime is installed and the model has an int8 version).
+
+    - native bf16 where the CPU has it: the same quality as float32 (Rain100L equal to 0.001 dB) and the
+      fastest measured there, so nothing gets slower on such CPUs;
+    - else int8 on CPUs with int8 dot products (VNNI) or AVX2 (16-bit multiply-adds; the int8 model is made
+      with 7-bit weights, so those cannot saturate and AVX2 computes the same integers as VNNI);
+    - else float32. Other CPUs keep float32: int8 was never measured on them.
+    """
+    if kind is CpuKind.BF16 and "bf16" in available:
+        return "bf16"
+    if kind is not CpuKind.OTHER and "int8" in available:
+        return "int8"
+    return "fp32"
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where bf16 pays off.
 
@@ -27,7 +108,7 @@ def cpu_supports_bf16() -> bool:
     automatic choices keep float32 there.
     """
     flags = _cpu_flags()
-    if "avx512_bf16" in flags or "amx_bf16" in flags:
+    if cpu_kind(flags) is CpuKind.BF16:
         return True
     mkldnn = getattr(torch.ops, "mkldnn", None)
     try:  # non-Linux systems have no /proc/cpuinfo: ask oneDNN
