@@ -88,15 +88,18 @@ def _megapixels(text: str) -> float:
     return value
 
 
-def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: bool = True) -> None:
-    """Options shared by the commands that run a network; ``fast``: whether the fast path is the default."""
+def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: bool = True,
+                    int8: bool = False) -> None:
+    """Options shared by the commands that run a network; ``fast``: whether the fast path is the default;
+    ``int8``: whether ``--precision int8`` (an onnxruntime model, derain.quantize) is offered."""
     if model_args:
         p.add_argument("--model", help="network name (see `derain models`); optional when the checkpoint names it")
         p.add_argument("--weights", help="checkpoint file (.pth/.pt/.safetensors; official Restormer format accepted)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"] + ["int8"] * int8,
                    help="auto: bf16 where the GPU or CPU computes it natively (CPU: with the fast path only), "
-                        "else float32")
+                        + ("else the model's int8 version where one was made (scripts/quantize_default.py), "
+                           "else float32; int8: that version, or --weights FILE.int8.onnx" if int8 else "else float32"))
     if fast:
         p.add_argument("--no-fast", dest="fast", action="store_false",
                        help="run the reference path (the network as trained, eager) instead of the fast path "
@@ -180,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "model's selector decide and prints what it chose")
     run.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
                      help="torch (default) or onnxruntime with --weights MODEL.onnx from `derain export --onnx`")
-    _inference_args(run)
+    _inference_args(run, int8=True)
 
     vid = sub.add_parser("video", help="derain a video (streamed, sound kept, neighbouring frames combined)")
     vid.add_argument("input", metavar="VIDEO", nargs="?",

@@ -149,6 +149,7 @@ class OnnxModel(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise DerainError(f"ONNX file not found: {path}")
+        self.path = path  # what derain run records as the weights of its outputs
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

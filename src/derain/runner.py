@@ -199,6 +199,9 @@ def resolve_weights(model: str | None, weights: str | None) -> str:
 def load_for_backend(job: RunJob, device: torch.device) -> tuple[torch.nn.Module, str, int]:
     """(network on ``device``, its registry name, its size multiple) for ``job.backend``."""
     if job.backend == "torch":
+        int8 = _int8_model(job, device)
+        if int8 is not None:
+            return int8, int8.name, int8.size_multiple
         model, name = load_model(job.model, resolve_weights(job.model, job.weights))
         return model.to(device), name, size_multiple_of(model, get_spec(name).size_multiple)
     if job.backend != "onnxruntime":
@@ -214,6 +217,28 @@ def load_for_backend(job: RunJob, device: torch.device) -> tuple[torch.nn.Module
     if job.model is not None and job.model != model.name:
         raise DerainError(f"{job.weights} holds model {model.name!r}, not {job.model!r}")
     return model, model.name, model.size_multiple
+
+
+def _int8_model(job: RunJob, device: torch.device) -> torch.nn.Module | None:
+    """The int8 onnxruntime model where ``--precision int8`` asks for it or the CPU rule picks it
+    (:func:`derain.quantize.int8_model_for_run`), said once on stderr; else None."""
+    if job.options.precision == "int8" and device.type != "cpu":
+        raise DerainError("--precision int8 runs on the CPU (onnxruntime); use --device cpu")
+    if device.type != "cpu":
+        return None
+    from derain.export import OnnxModel
+    from derain.quantize import int8_model_for_run
+
+    path = int8_model_for_run(job.options.precision, job.options.fast, job.model, job.weights)
+    if path is None:
+        return None
+    model = OnnxModel(path, threads=job.threads)
+    if job.model is not None and job.model != model.name:
+        raise DerainError(f"{path} holds model {model.name!r}, not {job.model!r}")
+    if not job.quiet:
+        print(f"derain: int8 inference (onnxruntime) with {path}; --precision fp32 for the float model",
+              file=sys.stderr)
+    return model
 
 
 def weights_fingerprint(path: str | Path) -> str:
@@ -331,7 +356,8 @@ def run(job: RunJob) -> RunReport:
         device_name = "cpu"
     device = resolve_device(device_name)
     model, name, multiple = load_for_backend(job, device)
-    weights = job.weights if job.backend == "onnxruntime" else resolve_weights(job.model, job.weights)
+    weights = getattr(model, "path", None) or (job.weights if job.backend == "onnxruntime"
+                                               else resolve_weights(job.model, job.weights))
     provenance = f"model={name} weights={weights_fingerprint(weights)}"
     encoding = Encoding(job.encoding.quality, job.encoding.subsampling, provenance)
 
