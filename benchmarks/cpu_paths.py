@@ -1,161 +1,201 @@
-"""The CPU inference paths of one model, measured side by side in one process on the same inputs.
+"""The CPU inference paths of one model side by side in one process: float32, native bf16, int8.
 
-    python benchmarks/cpu_paths.py [--weights CKPT] [--model NAME] [--runs 10] [--threads 2] [--psnr]
+    python benchmarks/cpu_paths.py [--weights CKPT] [--int8 FILE.int8.onnx] [--runs 20] [--threads 2]
+                                   [--photo-runs 3] [--psnr] [--no-photo] [--no-peak]
 
-Paths: eager float32 (the reference), eager bf16 autocast (only where the CPU has native bf16; elsewhere it
-is emulated and many times slower), the fast path of ``derain.fastpath`` in float32 without folding (what
-folding alone gives) and with it, in its automatic precision, the same with ``torch.compile`` (its one-off
-compile time is reported too) and onnxruntime (when the ``onnx`` extra is installed; the export is checked
-against PyTorch). It prints the network's convolution GMAC per forward, then for each path the
-median milliseconds on a 481x321 Rain100L image (padded to the model's size multiple), megapixels per second,
-the process's peak RSS so far, the largest error relative to the float32 output, and with ``--psnr``
-Rain100L ``matlab-y`` PSNR over all 100 images through the same path. Run it while nothing else runs.
+Paths (each through the Python API, ``derain.Session``, as a user calls it: numpy in and out, padding and
+cropping included): the reference (eager float32, ``fast=False``), the fast path in float32, the fast path in
+bf16 (only where the CPU computes bf16 natively; elsewhere it is emulated and many times slower), onnxruntime
+float32 (the export the int8 model is made from) and onnxruntime int8 (``--int8``, default: the checkpoint's
+int8 version made by ``scripts/quantize_default.py``; the row is left out, saying why, where there is none).
+
+Per path: the median milliseconds of ``--runs`` calls on the 481x321 Rain100L image ``rain-001.png``, taken
+round-robin across the paths (a shared CPU's speed drifts; it then slows every path alike), and the speed-up
+over the fast path in float32; the median seconds of ``--photo-runs`` runs of the 12-megapixel photo
+``real-rain/91.jpg`` through ``derain.runner.restore_file`` (read, restore at the default working side, write
+JPEG: the per-file step of ``derain run``), also round-robin; the peak RSS of a fresh process that loads the
+path and restores that photo once (one process per path, so that one path's memory does not hide another's);
+the largest error relative to the reference's output and the mean absolute error in 8-bit grey levels; with
+``--psnr`` Rain100L ``matlab-y`` PSNR over all 100 pairs and its difference from the reference.
+Run it while nothing else runs.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
+import datetime
+import json
 import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+import derain
 from derain.checkpoints import load_model
 from derain.data.pairs import find_pairs
-from derain.fastpath import choose_fast_path, prepare_model
+from derain.hardware import cpu_flag_set, cpu_kind, _cpu_flags
 from derain.imageio import read_uint8_rgb
-from derain.infer import pad_to_multiple, primary_output
+from derain.infer import InferenceOptions, prepare_for, resolve_tile, resolve_working_side, size_multiple_of
 from derain.metrics import psnr_ssim
 from derain.models import get_spec
-from derain.hardware import cpu_supports_bf16
+from derain.runner import restore_file
 from derain.weights import default_checkpoint
-from timing import median_ms
 
-RAIN100L = Path("../shared/data/rain100l")
-Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SMALL = DATA / "rain100l" / "rainy" / "rain-001.png"
+PHOTO = DATA / "real-rain" / "91.jpg"
+SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+PATHS = ("reference fp32", "fast fp32", "fast bf16", "onnxruntime fp32", "onnxruntime int8")
 
 
-def conv_gmac(model: torch.nn.Module, x: torch.Tensor) -> float:
-    """Multiply-accumulates of every ``Conv2d`` in one forward of ``x``, in billions (what bounds a CPU)."""
-    total = 0
-
-    def count(conv: torch.nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        k_h, k_w = conv.kernel_size
-        total += output.numel() * (conv.in_channels // conv.groups) * k_h * k_w
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return total / 1e9
+def cpu_description() -> str:
+    """CPU model name, the flags that decide the path, and the kind (derain.hardware)."""
+    text = _cpu_flags()
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                 "unknown CPU")
+    flags = cpu_flag_set(text)
+    return f"{model}, flags {' '.join(f for f in SHOWN_FLAGS if f in flags) or 'none of ' + '/'.join(SHOWN_FLAGS)}" \
+           f", kind {cpu_kind().value}"
 
 
-def _image(path: Path) -> torch.Tensor:
-    return torch.from_numpy(read_uint8_rgb(path).copy()).permute(2, 0, 1)[None].float() / 255
+def build_path(label: str, weights: str, int8: Path | None, workdir: Path,
+               threads: int) -> tuple[torch.nn.Module, InferenceOptions, str]:
+    """(network, options, registry name) of one path; the ONNX export is written into ``workdir`` once."""
+    from derain.export import OnnxModel, export_onnx
+
+    if label == "onnxruntime int8":
+        model = OnnxModel(int8, threads=threads)
+        return model, InferenceOptions(), model.name
+    if label == "onnxruntime fp32":
+        path = workdir / "float32.onnx"
+        if not path.is_file():
+            net, name = load_model(None, weights)
+            export_onnx(net, name, path, size_multiple_of(net, get_spec(name).size_multiple))
+        model = OnnxModel(path, threads=threads)
+        return model, InferenceOptions(), model.name
+    net, name = load_model(None, weights)
+    options = {"reference fp32": InferenceOptions(fast=False, precision="fp32"),
+               "fast fp32": InferenceOptions(precision="fp32"),
+               "fast bf16": InferenceOptions(precision="bf16")}[label]
+    return net, options, name
 
 
-def _psnr(forward: Forward, multiple: int) -> float:
-    scores = []
-    for pair in find_pairs(RAIN100L):
-        x = _image(pair.input)
-        h, w = x.shape[-2:]
-        y = forward(pad_to_multiple(x, multiple))[..., :h, :w].clamp(0, 1)
-        out = np.rint(y[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-        scores.append(psnr_ssim(out, read_uint8_rgb(pair.target), "matlab-y")[0])
-    return float(np.mean(scores))
-
-
-def build_paths(model: torch.nn.Module, name: str, weights: str, multiple: int, workdir: Path,
-                probe: torch.Tensor) -> dict[str, tuple[Forward, str]]:
-    """name -> (forward on padded inputs, note); the reference comes first."""
+def photo_runner(model: torch.nn.Module, options: InferenceOptions, name: str, out: Path):
+    """A function restoring the 12-megapixel photo as ``derain run`` does (default working side, tile from the
+    free memory), the model prepared once."""
     cpu = torch.device("cpu")
-    paths: dict[str, tuple[Forward, str]] = {}
-
-    def eager(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return primary_output(model(x)).float()
-
-    paths["eager fp32 (reference)"] = (eager, "")
-    if cpu_supports_bf16():
-        def bf16(x: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-                return primary_output(model(x)).float()
-
-        paths["eager bf16 autocast"] = (bf16, "")
-    unfolded = dataclasses.replace(choose_fast_path(model, cpu, "fp32"), fold=False)  # what folding adds
-    paths[f"fast path, fp32: {unfolded.describe()}"] = (_prepared(prepare_model(model, unfolded)), "")
-    for precision in ("fp32", "auto"):
-        path = choose_fast_path(model, cpu, precision)
-        paths[f"fast path, {precision}: {path.describe()}"] = (_prepared(prepare_model(model, path)), "")
-    path = choose_fast_path(model, cpu, "auto", compile=True)
-    compiled = _prepared(prepare_model(model, path))
-    start = time.perf_counter()
-    compiled(probe)  # compiles for this input size
-    compile_s = time.perf_counter() - start
-    paths[f"fast path, auto: {path.describe()}"] = (compiled, f"compile {compile_s:.0f} s per input size")
-    try:
-        from derain.export import OnnxModel, export_onnx
-        report = export_onnx(load_model(name, weights)[0], name, workdir / "m.onnx", multiple)
-        ort_model = OnnxModel(report.path, threads=torch.get_num_threads())
-        paths["onnxruntime fp32"] = (ort_model, f"export {report.seconds:.0f} s")
-    except Exception as exc:  # the extra is optional: say why the row is missing
-        print(f"note: no onnxruntime row ({type(exc).__name__}: {exc})")
-    return paths
+    options = resolve_working_side(dataclasses.replace(options, working_side="auto"), name)
+    prepared = prepare_for(model, options, cpu)
+    multiple = size_multiple_of(prepared, get_spec(name).size_multiple)
+    options = resolve_tile(options, prepared, multiple, cpu)
+    return lambda: restore_file(PHOTO, out, prepared, multiple, options, cpu)
 
 
-def _prepared(prepared: torch.nn.Module) -> Forward:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return primary_output(prepared(x))
+def peak_of(label: str, weights: str, int8: Path | None, workdir: Path, threads: int) -> float:
+    """Peak RSS in MB of this process after loading ``label`` and restoring the photo once (``--peak-of``)."""
+    model, options, name = build_path(label, weights, int8, workdir, threads)
+    photo_runner(model, options, name, workdir / f"peak-{label.replace(' ', '-')}.jpg")()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    return forward
+
+def rain100l_psnr(session: derain.Session) -> float:
+    scores = []
+    for pair in find_pairs(DATA / "rain100l"):
+        x = read_uint8_rgb(pair.input).astype(np.float32) / 255
+        y = np.rint(np.clip(session.derain(x), 0, 1) * 255).astype(np.uint8)
+        scores.append(psnr_ssim(y, read_uint8_rgb(pair.target), "matlab-y")[0])
+    return float(np.mean(scores))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="network name (for checkpoints that do not name it)")
     parser.add_argument("--weights", help="checkpoint (default: the bundled model)")
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    parser.add_argument("--psnr", action="store_true", help="also score all 100 Rain100L images per path")
+    parser.add_argument("--int8", type=Path, help="int8 ONNX file (default: the checkpoint's cached int8 version)")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--photo-runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--psnr", action="store_true", help="score all 100 Rain100L pairs per path")
+    parser.add_argument("--no-photo", dest="photo", action="store_false", help="skip the 12-megapixel photo")
+    parser.add_argument("--no-peak", dest="peak", action="store_false", help="skip the per-path memory processes")
+    parser.add_argument("--peak-of", help=argparse.SUPPRESS)  # internal: one path's peak memory, as JSON
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     weights = args.weights or str(default_checkpoint())
-    model, name = load_model(args.model, weights)
-    multiple = get_spec(name).size_multiple
-    x = pad_to_multiple(_image(RAIN100L / "rainy" / "rain-001.png"), multiple)
-    print(f"{name} ({weights}), input {tuple(x.shape[-2:])}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}, native bf16: {cpu_supports_bf16()}, torch {torch.__version__}")
-    print(f"convolutions: {conv_gmac(model, x):.2f} GMAC per forward (unfolded network; folding changes no 3x3 count)")
-    print("| path | ms | MP/s | peak RSS (MB) | max rel. error | Rain100L PSNR | note |")
-    print("|---|---|---|---|---|---|---|")
+    int8 = args.int8
+    if int8 is None:
+        from derain.quantize import find_int8
+        int8 = find_int8(weights)
+    if args.peak_of:
+        print(json.dumps({"peak_mb": peak_of(args.peak_of, weights, int8, args.workdir, args.threads)}))
+        return 0
+    for needed in (SMALL, PHOTO):
+        if not needed.is_file():
+            sys.exit(f"needs {needed} (../shared/data beside the project)")
+
+    import onnxruntime
+    labels = [p for p in PATHS if p != "fast bf16" or cpu_kind().value == "bf16"]
+    if int8 is None:
+        print("note: no int8 row: no int8 model for this checkpoint (run scripts/quantize_default.py or pass --int8)")
+        labels.remove("onnxruntime int8")
+    print(f"{datetime.date.today()}, {cpu_description()}, {args.threads} threads, torch {torch.__version__}, "
+          f"onnxruntime {onnxruntime.__version__}")
+    print(f"weights {weights}" + (f", int8 {int8}" if int8 else ""))
+    pixels = read_uint8_rgb(SMALL).astype(np.float32) / 255
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
-        paths = build_paths(model, name, weights, multiple, workdir, x)
-        reference = None
-        for label, (forward, note) in paths.items():
-            ms = median_ms(lambda: forward(x), args.runs, warmup=1)  # oneDNN caches, compiled graphs
-            y = forward(x)
-            reference = y if reference is None else reference
-            error = float((y - reference).abs().max() / reference.abs().max())
-            psnr = f"{_psnr(forward, multiple):.3f}" if args.psnr else ""
-            megapixels = x.shape[-2] * x.shape[-1] / 1e6
-            print(f"| {label} | {ms:.0f} | {megapixels / (ms / 1000):.2f} | {_peak_rss_mb():.0f} | {error:.1e} | "
-                  f"{psnr} | {note} |", flush=True)
+        sessions, photos = {}, {}
+        for label in labels:
+            model, options, name = build_path(label, weights, int8, workdir, args.threads)
+            sessions[label] = derain.Session(model, name=name, device="cpu", fast=options.fast,
+                                             precision=options.precision)
+            photos[label] = photo_runner(model, options, name, workdir / f"{label.replace(' ', '-')}.jpg")
+        outputs = {label: s.derain(pixels) for label, s in sessions.items()}  # warm-up (oneDNN caches)
+        small: dict[str, list[float]] = {label: [] for label in labels}
+        for _ in range(args.runs):
+            for label, session in sessions.items():
+                start = time.perf_counter()
+                session.derain(pixels)
+                small[label].append(time.perf_counter() - start)
+        photo: dict[str, list[float]] = {label: [] for label in labels}
+        if args.photo:
+            for label in labels:
+                photos[label]()  # warm-up at the photo's working size
+            for _ in range(args.photo_runs):
+                for label in labels:
+                    start = time.perf_counter()
+                    photos[label]()
+                    photo[label].append(time.perf_counter() - start)
+        peaks = {}
+        if args.photo and args.peak:
+            for label in labels:
+                command = [sys.executable, __file__, "--weights", weights, "--threads", str(args.threads),
+                           "--peak-of", label, "--workdir", str(workdir)] + (["--int8", str(int8)] if int8 else [])
+                result = subprocess.run(command, capture_output=True, text=True, check=True)
+                peaks[label] = json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"]
+        psnr = {label: rain100l_psnr(s) for label, s in sessions.items()} if args.psnr else {}
+
+    reference = outputs["reference fp32"]
+    base = statistics.median(small["fast fp32"])
+    print("| path | ms per 481x321 | speed-up vs fast fp32 | 12 MP photo (s) | peak RSS (MB) | max rel. error | "
+          "mean abs error (grey levels) | Rain100L PSNR | vs reference |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label in labels:
+        ms = statistics.median(small[label]) * 1000
+        error = float(np.abs(outputs[label] - reference).max() / np.abs(reference).max())
+        mean_error = float(np.abs(outputs[label] - reference).mean() * 255)
+        photo_s = f"{statistics.median(photo[label]):.2f}" if photo[label] else ""
+        peak = f"{peaks[label]:.0f}" if label in peaks else ""
+        score = f"{psnr[label]:.3f}" if label in psnr else ""
+        delta = f"{psnr[label] - psnr['reference fp32']:+.3f}" if label in psnr else ""
+        print(f"| {label} | {ms:.1f} | {base * 1000 / ms:.2f}x | {photo_s} | {peak} | {error:.1e} | "
+              f"{mean_error:.3f} | {score} | {delta} |", flush=True)
     return 0
 
 
