@@ -255,6 +255,8 @@ def int8_model_for_run(precision: str, fast: bool, model: str | None, weights: s
         return Path(weights)
     if precision not in ("int8", "auto") or (weights is not None and Path(weights).suffix == ".onnx"):
         return None
+    if precision == "auto" and cpu_inference_precision(precision, fast, True) != "int8":
+        return None  # this CPU keeps the PyTorch paths whatever exists: no need to look (or hash the checkpoint)
     checkpoint = resolve_weights(model, weights)
     found = find_int8(checkpoint)
     if cpu_inference_precision(precision, fast, found is not None) != "int8":
