@@ -36,24 +36,22 @@ def _tile_side(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected 0 or more pixels or auto, not {text!r}") from None
 
 
-def _quality(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"expected a quality from 1 to 100, not {text!r}")
-    return value
+def _whole_number(low: int, high: int | None, what: str):
+    """An argparse type: a whole number from ``low`` to ``high`` (no upper bound: None), else one clear line."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}")
+        return value
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return value
+_quality = _whole_number(1, 100, "a quality from 1 to 100")
+_positive_int = _whole_number(1, None, "a whole number of at least 1")
+_port = _whole_number(0, 65535, "a port from 0 to 65535")
 
 
 def _pixel_count(text: str) -> int:
@@ -65,16 +63,6 @@ def _pixel_count(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of pixels such as 250000000 or 250M, not {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, not {text!r}")
     return value
 
 
@@ -195,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="join the pieces of a --shard run into OUTPUT, copying their packets (no VIDEO)")
     vid.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     vid.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
-                     help="combine each frame with its 3 neighbours on each side, aligned by optical flow, where "
+                     help="combine each frame with its 5 neighbours on each side, aligned by optical flow, where "
                           "the alignment is reliable (default: on; --no-temporal: each frame alone)")
     vid.add_argument("--codec", help="video encoder (default libx264; e.g. libx265, mpeg4, ffv1)")
     vid.add_argument("--crf", type=int, help="constant quality for x264/x265/VP9/AV1, lower is better (default 18)")
