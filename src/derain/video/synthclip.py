@@ -77,7 +77,6 @@ def clean_frames(photo: np.ndarray, spec: ClipSpec, texture: np.ndarray | None =
     frames = []
     n = max(1, spec.frames - 1)
     disc, alpha = _disc(texture if texture is not None else photo[:, ::-1], radius=spec.height // 8)
-    radius = disc.shape[0] // 2
     for t in range(spec.frames):
         s = t / n
         zoom = 1.0 + (spec.zoom - 1.0) * s
@@ -88,11 +87,24 @@ def clean_frames(photo: np.ndarray, spec: ClipSpec, texture: np.ndarray | None =
         frame = cv2.warpAffine(big, matrix, (spec.width, spec.height), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REFLECT)
         if spec.moving_object:
-            cx = round(-radius + spec.object_speed * t)
-            cy = round(spec.height * 0.55 + spec.height * 0.08 * math.sin(t / 4))
+            cx, cy = object_centre(spec, t)
             _paste(frame, disc, alpha, cx, cy)
         frames.append(frame)
     return frames
+
+
+def object_centre(spec: ClipSpec, t: int) -> tuple[int, int]:
+    """Where the moving disc's centre is in frame ``t`` (x, y in pixels; its radius is ``spec.height // 8``)."""
+    radius = spec.height // 8
+    return (round(-radius + spec.object_speed * t),
+            round(spec.height * 0.55 + spec.height * 0.08 * math.sin(t / 4)))
+
+
+def object_mask(spec: ClipSpec, t: int, border: int = 2) -> np.ndarray:
+    """H x W bool mask of the moving disc in frame ``t`` and ``border`` pixels around it (its edge included)."""
+    cx, cy = object_centre(spec, t)
+    ys, xs = np.mgrid[0:spec.height, 0:spec.width]
+    return (xs - cx) ** 2 + (ys - cy) ** 2 <= (spec.height // 8 + border) ** 2
 
 
 def _paste(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, cx: int, cy: int) -> None:

@@ -1,0 +1,112 @@
+"""Frames per second of video frames derained one at a time against batches of 2 and 4 (docs/video.md).
+
+    python benchmarks/video_batch.py [--sizes 320x240 640x360] [--batches 1 2 4] [--frames 8] [--runs 5]
+                                     [--threads 2]
+
+Runs the bundled default model as ``derain video`` does (prepared once for the fast path, automatic working
+side and precision; :func:`derain.video.job.frame_derainer`) on ``--frames`` frames cut from a Kodak photo
+(random pixels where the data is absent: the speed of these networks does not depend on the content). A batch
+of B frames is stacked into one B x 3 x H x W tensor and goes through the same restore call; its outputs are
+checked to match the one-at-a-time outputs. Prints the median and best frames/s of ``--runs`` passes, the
+passes taken round-robin across the batch sizes so that a busy machine slows all of them alike.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+import derain
+from derain.imageio import read_uint8_rgb
+from derain.infer import InferenceOptions, prepare_for, resolve_tile, resolve_working_side, restore
+from derain.models import get_spec
+
+PHOTO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clean" / "kodak24" / "kodim05.png"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def frames_of(width: int, height: int, count: int) -> list[np.ndarray]:
+    """``count`` different ``width`` x ``height`` crops of the Kodak photo (a slow pan), or random frames."""
+    if PHOTO.is_file():
+        photo = read_uint8_rgb(PHOTO)
+        scale = max(width * 1.3 / photo.shape[1], height / photo.shape[0])
+        import cv2
+        photo = cv2.resize(photo, (round(photo.shape[1] * scale) + 1, round(photo.shape[0] * scale) + 1),
+                           interpolation=cv2.INTER_AREA)
+        step = max(1, (photo.shape[1] - width) // count)
+        return [np.ascontiguousarray(photo[:height, i * step:i * step + width]) for i in range(count)]
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def batch_derainer(model: torch.nn.Module, name: str, options: InferenceOptions,
+                   device: torch.device) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """A function list of uint8 RGB frames -> derained frames, all of them in one batch (the candidate)."""
+    options = resolve_working_side(options, name)
+    model = prepare_for(model, options, device)
+    multiple = get_spec(name).size_multiple
+    options = resolve_tile(options, model, multiple, device)
+
+    def run(frames: list[np.ndarray]) -> list[np.ndarray]:
+        x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+        y = restore(model, x, multiple, options, device).permute(0, 2, 3, 1).numpy()
+        return list(np.rint(y * 255.0).astype(np.uint8))
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["320x240", "640x360"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4])
+    parser.add_argument("--frames", type=int, default=8, help="frames per pass (a multiple of every batch)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, name = derain.load_model()
+    options = InferenceOptions(working_side="auto")  # derain video's defaults (fast path, auto precision)
+    run = batch_derainer(model, name, options, torch.device("cpu"))
+    print(f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}; model {name}; "
+          f"{args.frames} frames per pass, {args.runs} passes")
+    for size in args.sizes:
+        width, height = (int(v) for v in size.split("x"))
+        frames = frames_of(width, height, args.frames)
+        alone = [run([f])[0] for f in frames]  # warm-up, and the reference outputs
+        for batch in args.batches:
+            together = [y for i in range(0, len(frames), batch) for y in run(frames[i:i + batch])]
+            worst = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(alone, together))
+            if worst > 1:
+                print(f"  batch {batch}: outputs differ from one at a time by up to {worst}/255")
+        times: dict[int, list[float]] = {b: [] for b in args.batches}
+        for _ in range(args.runs):
+            for batch in args.batches:
+                started = time.perf_counter()
+                for i in range(0, len(frames), batch):
+                    run(frames[i:i + batch])
+                times[batch].append(time.perf_counter() - started)
+        base = statistics.median(times[args.batches[0]])
+        for batch in args.batches:
+            median, best = statistics.median(times[batch]), min(times[batch])
+            print(f"{size} batch {batch}: {len(frames) / median:6.2f} frames/s median, {len(frames) / best:6.2f} "
+                  f"best ({base / median:.2f}x batch {args.batches[0]})")
+
+
+if __name__ == "__main__":
+    main()
