@@ -234,17 +234,18 @@ def _audio_times(path: Path) -> list[float]:
         return [round(float(p.pts * p.time_base), 4) for p in c.demux(*c.streams.audio) if p.dts is not None]
 
 
-def test_two_shards_joined_give_every_frame_once_with_the_sound(tmp_path, one_thread, capsys):
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])  # MP4 stores decode times, Matroska does not
+def test_two_shards_joined_give_every_frame_once_with_the_sound(tmp_path, one_thread, capsys, suffix):
     spec = ClipSpec(frames=12, width=64, height=48, preset="heavy", seed=2, object_speed=6.0)
     rainy, _ = make_clip(_photo(1), spec)
-    src = write_frames(tmp_path / "rainy.mp4", rainy, rate=25, audio=True)
+    src = write_frames(tmp_path / f"rainy{suffix}", rainy, rate=25, audio=True)
     lossless = ["--codec", "libx264", "--crf", "0"]  # exact pixels: the seam can be compared with one run
-    whole = tmp_path / "whole.mp4"
+    whole = tmp_path / f"whole{suffix}"
     assert main(["video", str(src), "-o", str(whole), "-q", *lossless]) == 0
-    out = tmp_path / "clean.mp4"
+    out = tmp_path / f"clean{suffix}"
     for i in (1, 0):  # any order
         assert main(["video", str(src), "-o", str(out), "-q", "--shard", f"{i}/2", *lossless]) == 0
-    pieces = [tmp_path / "clean.shard-0-of-2.mp4", tmp_path / "clean.shard-1-of-2.mp4"]
+    pieces = [tmp_path / f"clean.shard-0-of-2{suffix}", tmp_path / f"clean.shard-1-of-2{suffix}"]
     assert [len(read_frames(p)[0]) for p in pieces] == [6, 6]
     assert "piece 0 of 2" in capsys.readouterr().out
     assert not out.exists()
@@ -261,6 +262,8 @@ def test_two_shards_joined_give_every_frame_once_with_the_sound(tmp_path, one_th
 
     assert main(["video", "--join", str(pieces[0]), "-o", str(tmp_path / "j.mp4")]) == 1
     _one_error_line(capsys, "missing 1")
+    assert main(["video", "--join", str(pieces[0]), str(pieces[0]), "-o", str(tmp_path / "j.mp4")]) == 1
+    _one_error_line(capsys, "piece 0 of 2 is given twice")
     assert main(["video", "--join", str(src), "-o", str(tmp_path / "j.mp4")]) == 1
     _one_error_line(capsys, "not a piece")
     assert main(["video", "--join", *map(str, pieces), "-o", str(out)]) == 1

@@ -65,7 +65,8 @@ class JoinReport:
 
 
 def _piece_index(container, path: Path) -> tuple[int, int]:
-    match = _TAG_TEXT.match(container.metadata.get(TAG, ""))
+    tags = {key.lower(): value for key, value in container.metadata.items()}  # Matroska writes COMMENT
+    match = _TAG_TEXT.match(tags.get(TAG, ""))
     if not match:
         raise DerainError(f"{path} is not a piece written by derain video --shard (no '{TAG}' tag)")
     return int(match.group(1)), int(match.group(2))
@@ -108,11 +109,16 @@ def join_pieces(pieces: list[Path], output: Path, overwrite: bool = False) -> Jo
         indexed = sorted(((_piece_index(c, p), c, p) for c, p in containers), key=lambda item: item[0])
         count = indexed[0][0][1]
         found = [i for (i, n), _, _ in indexed]
-        if any(n != count for (_, n), _, _ in indexed) or found != list(range(count)):
-            missing = sorted(set(range(count)) - set(found))
-            raise DerainError(f"the pieces are not one complete set of {count}: "
-                              + (f"missing {', '.join(map(str, missing))}" if missing else
-                                 "a piece is given twice or belongs to another split"))
+        other = [path for (_, n), _, path in indexed if n != count]
+        if other:
+            raise DerainError(f"{other[0]} belongs to a split in other than {count} pieces")
+        twice = sorted({i for i in found if found.count(i) > 1})
+        if twice:
+            raise DerainError(f"piece {twice[0]} of {count} is given twice")
+        missing = sorted(set(range(count)) - set(found))
+        if missing:
+            raise DerainError(f"the pieces are not one complete set of {count}: missing "
+                              + ", ".join(map(str, missing)))
         reference = _layout(indexed[0][1])
         for _, container, path in indexed[1:]:
             if _layout(container) != reference:
@@ -145,10 +151,11 @@ def _copy_packets(pieces: list, partial: Path) -> int:
         targets = [out.add_stream_from_template(s) for s in first.streams]
         last_dts: dict[int, int] = {}
         last_video_pts = None
+        stores_no_dts = "matroska" in first.format.name
         for container, path in pieces:
             piece_first_pts = None
             for packet in container.demux():
-                if packet.dts is None or packet.pts is None:
+                if packet.size == 0 or packet.pts is None:  # the demuxer's flush packets carry nothing
                     continue
                 index = packet.stream.index
                 if packet.stream.type == "video":
@@ -159,9 +166,14 @@ def _copy_packets(pieces: list, partial: Path) -> int:
                     frames += 1
                 # Each piece's encoder started its decode times a frame or two before its first frame; keep
                 # them increasing across the seam (a decode time may come earlier than its presentation time).
-                if index in last_dts and packet.dts <= last_dts[index]:
-                    packet.dts = min(last_dts[index] + 1, packet.pts)
-                last_dts[index] = packet.dts
+                if stores_no_dts and packet.stream.type == "video":
+                    # Matroska keeps no decode times: the ones its demuxer guesses do not continue across pieces,
+                    # so leave them all to the muxer, which derives them from the presentation times.
+                    packet.dts = None
+                elif packet.dts is not None:
+                    if index in last_dts and packet.dts <= last_dts[index]:
+                        packet.dts = min(last_dts[index] + 1, packet.pts)
+                    last_dts[index] = packet.dts
                 if packet.stream.type == "video":
                     last_video_pts = packet.pts if last_video_pts is None else max(last_video_pts, packet.pts)
                 packet.stream = targets[index]
