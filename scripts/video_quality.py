@@ -2,7 +2,8 @@
 
 Makes clips with :mod:`derain.video.synthclip` (a pan and zoom over a Kodak photo, a textured disc crossing
 it, rain that falls anew in every frame), derains every frame with the bundled default model, combines them
-with :mod:`derain.video.temporal`, and prints per-clip and mean PSNR/SSIM (MATLAB Y) and flicker. Frames stay
+with :mod:`derain.video.temporal` (``--option KEY=VALUE`` changes a ``TemporalOptions`` field), and prints
+per-clip and mean PSNR/SSIM (MATLAB Y), flicker and the error on the moving disc. Frames stay
 in memory (no codec between them and the scores). ``--strip`` writes a frame strip of the first clip: rows
 rainy, single-frame, temporal, clean, cropped around the moving disc.
 
@@ -12,6 +13,7 @@ rainy, single-frame, temporal, clean, cropped around the moving disc.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from derain.video.job import derain_frames, frame_derainer
 from derain.video.score import score_clip
 from derain.video.streams import Frame
 from derain.video.synthclip import ClipSpec, make_clip, object_centre, object_mask
+from derain.video.temporal import TemporalOptions
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clean" / "kodak24"
 
@@ -56,6 +59,16 @@ def object_error(frames: list[np.ndarray], clean: list[np.ndarray], spec: ClipSp
     return float(np.mean(errors)) if errors else float("nan")
 
 
+def temporal_options_from(pairs: list[str]) -> TemporalOptions:
+    """``TemporalOptions`` with the ``KEY=VALUE`` fields changed (values typed like the defaults)."""
+    changes = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        default = getattr(TemporalOptions(), key)
+        changes[key] = type(default)(value)
+    return dataclasses.replace(TemporalOptions(), **changes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="heavy")
@@ -65,12 +78,18 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--size", default="320x240")
     parser.add_argument("--strip", help="write a frame strip (JPEG) of the first clip here")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a TemporalOptions field for this run, e.g. radius=3 or interpolation=linear")
+    parser.add_argument("--cache", type=Path, help="folder keeping each clip's single-frame results, reused by "
+                                                   "later runs (the network then runs once per clip)")
     args = parser.parse_args()
+    temporal_options = temporal_options_from(args.option)
     torch.set_num_threads(1)
     width, height = (int(v) for v in args.size.split("x"))
     texture = read_uint8_rgb(KODAK / "kodim23.png")
     model, name = derain.load_model()
     derain_one = frame_derainer(model, name, InferenceOptions(working_side="auto"), torch.device("cpu"))
+    print(f"temporal options: {temporal_options}")
     print(f"model {name}; {args.frames} frames of {width}x{height}; preset {args.preset}; PSNR/SSIM: matlab-y; "
           "flicker: mean |output change - clean change| between consecutive frames, 0-255")
     print("object: mean absolute error on the moving disc (and 2 px around it), single-frame -> temporal")
@@ -81,11 +100,20 @@ def main() -> None:
         spec = ClipSpec(frames=args.frames, width=width, height=height, preset=args.preset, seed=seed)
         rainy, clean = make_clip(read_uint8_rgb(KODAK / f"{photo_name}.png"), spec, texture)
         started = time.perf_counter()
-        single = [derain_one(f) for f in rainy]
+        cached = args.cache / f"{name}_{photo_name}_{args.preset}_{seed}_{args.frames}_{width}x{height}.npy" \
+            if args.cache else None
+        from_cache = cached is not None and cached.is_file()
+        if from_cache:
+            single = list(np.load(cached))
+        else:
+            single = [derain_one(f) for f in rainy]
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                np.save(cached, np.stack(single))
         single_s = time.perf_counter() - started
         started = time.perf_counter()
         temporal = [f.pixels for f in derain_frames((Frame(s, i, i) for i, s in enumerate(single)), lambda p: p,
-                                                    temporal=True)]
+                                                    temporal=True, temporal_options=temporal_options)]
         temporal_s = time.perf_counter() - started
         scores = [score_clip(c, clean) for c in (rainy, single, temporal)]
         gain, cut = scores[2].psnr - scores[1].psnr, 1 - scores[2].flicker / scores[1].flicker
@@ -94,7 +122,8 @@ def main() -> None:
         cells = " ".join(f"{s.psnr:6.2f}/{s.ssim:.4f}/{s.flicker:5.2f}" for s in scores)
         print(f"{photo_name} seed {seed:<3d}    {cells}   {gain:+6.2f}  {100 * cut:5.1f}%  "
               f"{objects[0]:5.2f} -> {objects[1]:5.2f}   "
-              f"(network {single_s / args.frames:.3f} s/frame, temporal {temporal_s / args.frames:.3f} s/frame)")
+              f"(network {'cached' if from_cache else f'{single_s / args.frames:.3f} s/frame'}, "
+              f"temporal {temporal_s / args.frames:.3f} s/frame)")
         if args.strip and k == 0:
             picks = [round(args.frames * f) for f in (0.3, 0.45, 0.6, 0.75)]
             sheet = strip([rainy, single, temporal, clean], picks, spec, width=640)

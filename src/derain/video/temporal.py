@@ -33,7 +33,7 @@ class TemporalOptions:
     """``radius``: neighbours used on each side; ``flow_tolerance``: forward-backward disagreement accepted, in
     pixels; ``flow_margin``: side of the square by which the pixels failing that check are widened;
     ``colour_tolerance``: blurred difference accepted, on the 0-255 scale; ``blur``: its box side;
-    ``keep_below``/``replace_above``: see :func:`fuse`."""
+    ``keep_below``/``replace_above``: see :func:`fuse`; ``interpolation``: how neighbours are warped."""
 
     # Measured on the synthetic test clips (docs/video.md, 2026-12-07; gain over single-frame, heavy / light
     # rain): the former radius 3, tolerance 20, blur 7 with a bilinear warp +0.67 / -0.21 dB; the cubic warp
@@ -51,6 +51,7 @@ class TemporalOptions:
     blur: int = 5
     keep_below: float = 2.0
     replace_above: float = 8.0
+    interpolation: str = "cubic"  # or "linear" (bilinear)
 
 
 def _grey(pixels: np.ndarray) -> np.ndarray:
@@ -90,7 +91,8 @@ def aligned_neighbour(centre: np.ndarray, neighbour: np.ndarray, forward: np.nda
     map_x, map_y = xs + forward[..., 0], ys + forward[..., 1]
     # Cubic, not bilinear: a sub-pixel shift with bilinear weights blurs the neighbour, and the median of
     # blurred neighbours lost detail (0.17 dB in heavy rain on the test clips, radius 3).
-    warped = cv2.remap(neighbour, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    interpolation = cv2.INTER_LINEAR if options.interpolation == "linear" else cv2.INTER_CUBIC
+    warped = cv2.remap(neighbour, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
     back = cv2.remap(backward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     round_trip = np.hypot(forward[..., 0] + back[..., 0], forward[..., 1] + back[..., 1])
     inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
