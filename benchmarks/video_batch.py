@@ -3,8 +3,9 @@
     python benchmarks/video_batch.py [--sizes 320x240 640x360] [--batches 1 2 4] [--frames 8] [--runs 5]
                                      [--threads 2]
 
-Runs the bundled default model as ``derain video`` does (prepared once for the fast path, automatic working
-side and precision; :func:`derain.video.job.frame_derainer`) on ``--frames`` frames cut from a Kodak photo
+Runs the bundled default model through the function ``derain video`` uses
+(:func:`derain.video.job.frame_derainer`: prepared once for the fast path, automatic working side and
+precision) on ``--frames`` frames cut from a Kodak photo
 (random pixels where the data is absent: the speed of these networks does not depend on the content). A batch
 of B frames is stacked into one B x 3 x H x W tensor and goes through the same restore call; its outputs are
 checked to match the one-at-a-time outputs. Prints the median and best frames/s of ``--runs`` passes, the
@@ -17,15 +18,14 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 import derain
 from derain.imageio import read_uint8_rgb
-from derain.infer import InferenceOptions, prepare_for, resolve_tile, resolve_working_side, restore
-from derain.models import get_spec
+from derain.infer import InferenceOptions
+from derain.video.job import frame_derainer
 
 PHOTO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clean" / "kodak24" / "kodim05.png"
 
@@ -55,22 +55,6 @@ def frames_of(width: int, height: int, count: int) -> list[np.ndarray]:
     return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]
 
 
-def batch_derainer(model: torch.nn.Module, name: str, options: InferenceOptions,
-                   device: torch.device) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """A function list of uint8 RGB frames -> derained frames, all of them in one batch (the candidate)."""
-    options = resolve_working_side(options, name)
-    model = prepare_for(model, options, device)
-    multiple = get_spec(name).size_multiple
-    options = resolve_tile(options, model, multiple, device)
-
-    def run(frames: list[np.ndarray]) -> list[np.ndarray]:
-        x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-        y = restore(model, x, multiple, options, device).permute(0, 2, 3, 1).numpy()
-        return list(np.rint(y * 255.0).astype(np.uint8))
-
-    return run
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["320x240", "640x360"])
@@ -82,7 +66,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, name = derain.load_model()
     options = InferenceOptions(working_side="auto")  # derain video's defaults (fast path, auto precision)
-    run = batch_derainer(model, name, options, torch.device("cpu"))
+    run = frame_derainer(model, name, options, torch.device("cpu"))
     print(f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}; model {name}; "
           f"{args.frames} frames per pass, {args.runs} passes")
     for size in args.sizes:

@@ -88,7 +88,7 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     texture = read_uint8_rgb(KODAK / "kodim23.png")
     model, name = derain.load_model()
-    derain_one = frame_derainer(model, name, InferenceOptions(working_side="auto"), torch.device("cpu"))
+    derain_batch = frame_derainer(model, name, InferenceOptions(working_side="auto"), torch.device("cpu"))
     print(f"temporal options: {temporal_options}")
     print(f"model {name}; {args.frames} frames of {width}x{height}; preset {args.preset}; PSNR/SSIM: matlab-y; "
           "flicker: mean |output change - clean change| between consecutive frames, 0-255")
@@ -106,13 +106,13 @@ def main() -> None:
         if from_cache:
             single = list(np.load(cached))
         else:
-            single = [derain_one(f) for f in rainy]
+            single = [derain_batch([f])[0] for f in rainy]  # one at a time
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 np.save(cached, np.stack(single))
         single_s = time.perf_counter() - started
         started = time.perf_counter()
-        temporal = [f.pixels for f in derain_frames((Frame(s, i, i) for i, s in enumerate(single)), lambda p: p,
+        temporal = [f.pixels for f in derain_frames((Frame(s, i, i) for i, s in enumerate(single)), lambda b: b,
                                                     temporal=True, temporal_options=temporal_options)]
         temporal_s = time.perf_counter() - started
         scores = [score_clip(c, clean) for c in (rainy, single, temporal)]

@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("-o", "--output", required=True, help="output video file (.mp4, .mkv, .mov)")
     vid.add_argument("--shard", help="derain only the I-th of N equal time ranges (0-based, e.g. 0/4) into "
                                      "OUTPUT's .shard-I-of-N piece; under torchrun taken from RANK/WORLD_SIZE")
+    vid.add_argument("--batch", type=int, default=4, metavar="N",
+                     help="frames derained together (default 4, measured faster than 1 on a 2-core CPU)")
     vid.add_argument("--join", nargs="+", metavar="PIECE",
                      help="join the pieces of a --shard run into OUTPUT, copying their packets (no VIDEO)")
     vid.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
@@ -387,7 +389,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     job = VideoJob(input=Path(args.input), output=Path(args.output), model=args.model, weights=args.weights,
                    device=args.device, options=_options(args), temporal=args.temporal, encode=encode,
                    overwrite=args.overwrite, quiet=args.quiet,
-                   shard=parse_shard(args.shard) if args.shard else None)
+                   shard=parse_shard(args.shard) if args.shard else None, batch=args.batch)
     report = derain_video(job)
     mode = "temporal" if report.temporal else "single-frame"
     mode += f", piece {report.shard[0]} of {report.shard[1]}" if report.shard else ""

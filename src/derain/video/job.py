@@ -28,6 +28,11 @@ from derain.video.streams import (EncodeSettings, Frame, Span, VideoInfo, choose
 from derain.video.temporal import TemporalOptions, temporal_filter
 
 
+# Frames derained together by default: measured faster than one at a time on a 2-core CPU (benchmarks/
+# video_batch.py, docs/video.md): 4 frames per call.
+DEFAULT_BATCH = 4
+
+
 @dataclass
 class VideoJob:
     """Everything ``derain video`` needs to know."""
@@ -43,6 +48,7 @@ class VideoJob:
     overwrite: bool = False
     quiet: bool = False
     shard: tuple[int, int] | None = None  # (I, N): write piece I of N (None: the whole clip, or torchrun's)
+    batch: int = DEFAULT_BATCH  # frames derained together
 
 
 @dataclass
@@ -56,29 +62,42 @@ class VideoReport:
     shard: tuple[int, int] | None = None
 
 
-FrameFn = Callable[[np.ndarray], np.ndarray]
+BatchFn = Callable[[list[np.ndarray]], list[np.ndarray]]
 
-
-def frame_derainer(model: torch.nn.Module, name: str, options: InferenceOptions, device: torch.device) -> FrameFn:
-    """A function uint8 RGB frame -> derained uint8 RGB frame, with ``model`` prepared once."""
+def frame_derainer(model: torch.nn.Module, name: str, options: InferenceOptions, device: torch.device) -> BatchFn:
+    """A function [uint8 RGB frames of one size] -> [derained frames], with ``model`` prepared once; the
+    frames of a call go through the network as one batch."""
     options = resolve_working_side(options, name)
     model = prepare_for(model, options, device)
     multiple = get_spec(name).size_multiple
     options = resolve_tile(options, model, multiple, device)
 
-    def run(pixels: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div_(255.0)
-        y = restore(model, x, multiple, options, device)[0].permute(1, 2, 0).numpy()
-        return np.rint(y * 255.0).astype(np.uint8)
+    def run(frames: list[np.ndarray]) -> list[np.ndarray]:
+        x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+        y = restore(model, x, multiple, options, device).permute(0, 2, 3, 1).numpy()
+        return list(np.rint(y * 255.0).astype(np.uint8))
 
     return run
 
 
-def derain_frames(frames: Iterable[Frame], derain_one: FrameFn, temporal: bool,
-                  temporal_options: TemporalOptions = TemporalOptions()) -> Iterator[Frame]:
-    """Derained ``frames``, in order; ``temporal``: combined with their aligned neighbours
-    (:mod:`derain.video.temporal`)."""
-    single = (Frame(derain_one(f.pixels), f.pts, f.index, f.keep) for f in frames)
+def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def derain_frames(frames: Iterable[Frame], derain: BatchFn, temporal: bool,
+                  temporal_options: TemporalOptions = TemporalOptions(), batch: int = 1) -> Iterator[Frame]:
+    """Derained ``frames``, in order, ``batch`` at a time through ``derain``; ``temporal``: combined with their
+    aligned neighbours (:mod:`derain.video.temporal`)."""
+    single = (Frame(pixels, f.pts, f.index, f.keep)
+              for chunk in _batches(frames, max(1, batch))
+              for f, pixels in zip(chunk, derain([f.pixels for f in chunk]), strict=True))
     return temporal_filter(single, temporal_options) if temporal else single
 
 
@@ -126,6 +145,8 @@ def derain_video(job: VideoJob) -> VideoReport:
     _check_paths(job)
     info = probe(job.input)  # a bad input is reported before the model loads
     choose_encoder(job.encode.codec)
+    if job.batch < 1:
+        raise DerainError(f"--batch must be 1 or more frames, got {job.batch}")
     if job.encode.start < 0 or (job.encode.duration is not None and job.encode.duration <= 0):
         raise DerainError("--start must be 0 or more and --duration more than 0 seconds")
     temporal_options = TemporalOptions()
@@ -139,7 +160,7 @@ def derain_video(job: VideoJob) -> VideoReport:
         device_name = f"cuda:{int(os.environ.get('LOCAL_RANK', shard[0])) % torch.cuda.device_count()}"
     device = resolve_device(device_name)
     model, name = load_model(job.model, job.weights)
-    derain_one = frame_derainer(model.to(device), name, job.options, device)
+    derain = frame_derainer(model.to(device), name, job.options, device)
 
     mode = "temporal" if job.temporal else "single-frame"
     piece = f", piece {shard[0]}/{shard[1]}" if shard else ""
@@ -149,7 +170,7 @@ def derain_video(job: VideoJob) -> VideoReport:
     started = time.perf_counter()
     try:
         written = transcode(info, partial,
-                            lambda frames: derain_frames(frames, derain_one, job.temporal, temporal_options),
+                            lambda frames: derain_frames(frames, derain, job.temporal, temporal_options, job.batch),
                             job.encode, on_frame=lambda: bar.update(1), span=span,
                             metadata=shard_tag(shard) if shard else None)
         os.replace(partial, job.output)
