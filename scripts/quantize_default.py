@@ -1,7 +1,7 @@
 """Make the int8 version of the bundled default model (or of another checkpoint), where `derain run` finds it.
 
     python scripts/quantize_default.py [--weights CKPT] [--output FILE.int8.onnx] [--overwrite]
-                                       [--patches 64] [--size 160] [--method minmax] [--ops Conv,LeakyRelu]
+                                       [--patches 64] [--size 160] [--method percentile] [--float-tail 2]
 
 One command, to be run again whenever the checkpoint changes (the cache file is named by the checkpoint's
 fingerprint, so a new default model is never run with an old int8 file). It exports the checkpoint to ONNX and
@@ -60,7 +60,10 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default ../shared/data)")
     parser.add_argument("--patches", type=int, default=64, help="calibration crops (default 64)")
     parser.add_argument("--size", type=int, default=160, help="crop side in pixels (default 160)")
-    parser.add_argument("--method", default="minmax", choices=["minmax", "percentile"])
+    parser.add_argument("--method", default="percentile", choices=["percentile", "minmax"],
+                        help="activation ranges: 99.999th percentiles (default) or extremes")
+    parser.add_argument("--float-tail", type=int, default=2,
+                        help="convolutions before the last one kept in float32 (default 2)")
     parser.add_argument("--ops", default=",".join(DEFAULT_OPS), help="ONNX ops to quantise (comma-separated)")
     parser.add_argument("--full-range", action="store_true",
                         help="8-bit weights instead of 7 (can saturate in onnxruntime's AVX2 kernels)")
@@ -71,7 +74,7 @@ def main() -> int:
         patches = calibration_patches(args.data, args.patches, args.size)
         report = quantize_checkpoint(args.model, args.weights, patches, args.output, args.overwrite,
                                      ops=[op for op in args.ops.split(",") if op], method=args.method,
-                                     reduce_range=not args.full_range,
+                                     reduce_range=not args.full_range, float_tail=args.float_tail,
                                      keep_float=[] if args.quantize_boundary else None)
     except DerainError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,8 +16,8 @@ from derain.cli import main  # noqa: E402
 from derain.export import OnnxModel, export_onnx  # noqa: E402
 from derain.imageio import read_uint8_rgb  # noqa: E402
 from derain.models import build  # noqa: E402
-from derain.quantize import (META_PRECISION, boundary_convs, find_int8, int8_path_for, quantize_checkpoint,  # noqa: E402
-                             quantize_onnx, random_crops)
+from derain.quantize import (META_PRECISION, boundary_convs, find_int8, int8_path_for,  # noqa: E402
+                             quantize_checkpoint, quantize_onnx, random_crops)
 
 CONFIG = dict(widths=[8, 16, 16, 16], enc_blocks=[1, 1, 1, 1], dec_blocks=[1, 1, 1], unshuffle=1)
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2\n"
@@ -62,8 +62,11 @@ def test_int8_model_keeps_the_image_layers_in_float_and_stays_close(tmp_path, tr
 
     patches = random_crops(training_images, 4, 64)
     assert all(p.shape == (3, 64, 64) and p.dtype == np.float32 for p in patches)
-    report = quantize_onnx(float_path, tmp_path / "tiny.int8.onnx", patches)
+    report = quantize_onnx(float_path, tmp_path / "tiny.int8.onnx", patches, float_tail=0)
     assert report.float_convs == kept and report.int8_convs == len(convs) - 2
+    # The default also keeps the two convolutions before the last one (the last decoder block) in float.
+    default = quantize_onnx(float_path, tmp_path / "default.int8.onnx", patches)
+    assert sorted(default.float_convs) == sorted([convs[0].name] + [n.name for n in convs[-3:]])
     quantized = onnx.load(str(report.path))
     assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
     int8_weights = [t for t in quantized.graph.initializer if t.data_type == onnx.TensorProto.INT8]
