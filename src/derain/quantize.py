@@ -20,7 +20,9 @@ extra).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import os
 import tempfile
@@ -179,7 +181,8 @@ def quantize_onnx(float_path: str | Path, output: str | Path, patches: Sequence[
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantized = _quantize_static(float_path, proto, patches, ops, excluded, reduce_range, methods[method])
+        with contextlib.redirect_stdout(io.StringIO()):  # the percentile calibrator prints its progress
+            quantized = _quantize_static(float_path, proto, patches, ops, excluded, reduce_range, methods[method])
     finally:
         root.setLevel(level)
     onnx.helper.set_model_props(quantized, {**meta, META_PRECISION: "int8", META_SOURCE: source})
