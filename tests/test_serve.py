@@ -327,7 +327,8 @@ def test_derain_serve_command_serves_the_page_until_interrupted():
         assert json.loads(conn.getresponse().read())["max_upload_bytes"] == 5_000_000
         conn.close()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        code = proc.wait(timeout=30)
+        assert code == 0, (code, proc.stderr.read()[-2000:])  # what the server said, should it ever abort
         assert "stopped" in proc.stdout.read()
     finally:
         if proc.poll() is None:
