@@ -101,6 +101,15 @@ def peak_of(label: str, weights: str, int8: Path | None, workdir: Path, threads:
     """Peak RSS in MB of this process after loading ``label`` and restoring the photo once (``--peak-of``)."""
     model, options, name = build_path(label, weights, int8, workdir, threads)
     photo_runner(model, options, name, workdir / f"peak-{label.replace(' ', '-')}.jpg")()
+    return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM, which starts afresh at exec (``ru_maxrss`` keeps the
+    parent's peak across fork and exec, so a child of a large process would report its parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
