@@ -200,3 +200,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
     return str(value)
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """A short, stable identity of a weights file: the first 16 hex digits of its SHA-256 (what ``derain run``
+    records in its outputs and what names a cached int8 model)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

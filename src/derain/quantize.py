@@ -22,7 +22,6 @@ extra).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -34,6 +33,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from derain.checkpoints import file_fingerprint
 from derain.errors import DerainError
 from derain.export import META_MODEL, META_MULTIPLE, OnnxModel, _check_input, _require, export_onnx
 
@@ -59,15 +59,6 @@ class QuantizeReport:
     size_bytes: int
 
 
-def fingerprint(path: str | Path) -> str:
-    """The first 16 hex digits of a file's SHA-256 (as ``derain run`` records weights in its outputs)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def cache_dir() -> Path:
     """Where int8 models are kept: ``$DERAIN_CACHE`` if set, else ``$XDG_CACHE_HOME/derain`` (``~/.cache/derain``)."""
     if os.environ.get("DERAIN_CACHE"):
@@ -79,7 +70,7 @@ def cache_dir() -> Path:
 def int8_path_for(checkpoint: str | Path) -> Path:
     """The cache file of ``checkpoint``'s int8 model (named by the checkpoint's fingerprint)."""
     checkpoint = Path(checkpoint)
-    return cache_dir() / "int8" / f"{checkpoint.stem}-{fingerprint(checkpoint)}.int8.onnx"
+    return cache_dir() / "int8" / f"{checkpoint.stem}-{file_fingerprint(checkpoint)}.int8.onnx"
 
 
 def find_int8(checkpoint: str | Path) -> Path | None:
@@ -234,7 +225,7 @@ def quantize_checkpoint(model: str | None, weights: str | None, patches: Sequenc
     with tempfile.TemporaryDirectory() as scratch:
         float_path = Path(scratch) / "float32.onnx"
         export_onnx(net, name, float_path, size_multiple_of(net, get_spec(name).size_multiple))
-        return quantize_onnx(float_path, output, patches, source=fingerprint(checkpoint), **options)
+        return quantize_onnx(float_path, output, patches, source=file_fingerprint(checkpoint), **options)
 
 
 def random_crops(images: Iterable[np.ndarray], count: int, size: int, seed: int = 0) -> list[np.ndarray]:

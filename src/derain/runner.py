@@ -11,7 +11,6 @@ processes with ``shard`` (or automatically under ``torchrun``).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -24,7 +23,7 @@ from typing import Callable, Iterable
 import torch
 from tqdm import tqdm
 
-from derain.checkpoints import load_model
+from derain.checkpoints import file_fingerprint, load_model
 from derain.errors import DerainError
 from derain.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, Encoding, encode_image, expand_input_tree,
                             frame_count, read_image, read_provenance, write_image)
@@ -241,15 +240,6 @@ def _int8_model(job: RunJob, device: torch.device) -> torch.nn.Module | None:
     return model
 
 
-def weights_fingerprint(path: str | Path) -> str:
-    """A short, stable identity of a weights file: the first 16 hex digits of its SHA-256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def _stdout_suffix(src: Path, data: bytes | None, suffix: str | None) -> str:
     """The format of what goes to stdout: ``--format`` if given, else the input's own (PNG where the input's
     format cannot be written or told)."""
@@ -358,7 +348,7 @@ def run(job: RunJob) -> RunReport:
     model, name, multiple = load_for_backend(job, device)
     weights = getattr(model, "path", None) or (job.weights if job.backend == "onnxruntime"
                                                else resolve_weights(job.model, job.weights))
-    provenance = f"model={name} weights={weights_fingerprint(weights)}"
+    provenance = f"model={name} weights={file_fingerprint(weights)}"
     encoding = Encoding(job.encoding.quality, job.encoding.subsampling, provenance)
 
     report = RunReport()
