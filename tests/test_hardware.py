@@ -21,7 +21,8 @@ CPUINFO = {
 
 
 def cpuinfo(flags: str, cores: int = 2) -> str:
-    core = "processor\t: {i}\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\nbugs\t\t: sysret_ss_attrs\n"
+    core = ("processor\t: {i}\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n"
+            "bugs\t\t: sysret_ss_attrs\n")
     return "\n".join(core.format(i=i, flags=flags) for i in range(cores))
 
 
