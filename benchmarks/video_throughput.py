@@ -28,8 +28,10 @@ import torch
 import derain
 from derain.hardware import cpu_supports_bf16
 from derain.imageio import read_uint8_rgb
+from derain.infer import InferenceOptions
 from derain.video.job import VideoJob, derain_video
 
+AS_THE_COMMAND = InferenceOptions(working_side="auto")  # what `derain video` passes (the API's default too)
 PHOTO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clean" / "kodak24" / "kodim05.png"
 
 
@@ -83,7 +85,7 @@ def main() -> int:
                 for count, clip in clips.items():
                     start = time.perf_counter()
                     derain_video(VideoJob(input=clip, output=Path(folder) / f"out-{size}-{count}-{run}.mp4",
-                                          temporal=False, quiet=True))
+                                          options=AS_THE_COMMAND, temporal=False, quiet=True))
                     seconds[count] = time.perf_counter() - start
                 marginal.append(args.frames / (seconds[2 * args.frames] - seconds[args.frames]))
                 whole.append(2 * args.frames / seconds[2 * args.frames])
