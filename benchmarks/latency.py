@@ -12,7 +12,6 @@ every path.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -22,21 +21,12 @@ import numpy as np
 import torch
 
 import derain
+from derain.hardware import cpu_model_name
 from derain.imageio import read_image
 from derain.infer import ENSEMBLES
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT.parent / "shared" / "data" / "rain100l" / "rainy" / "rain-001.png"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:
@@ -55,7 +45,7 @@ def main() -> int:
     model, name = derain.load_model(args.model, args.weights)
     pixels = read_image(args.image).pixels
     h, w = pixels.shape[:2]
-    print(f"model {name}, image {args.image.name} {w}x{h}, {cpu_name()}, {torch.get_num_threads()} threads, "
+    print(f"model {name}, image {args.image.name} {w}x{h}, {cpu_model_name()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, ensemble {args.ensemble}")
     paths = [("reference path, fp32 (--no-fast)", model, dict(fast=False, precision="fp32")),
              ("fast path, fp32", model, dict(precision="fp32")),

@@ -14,7 +14,6 @@ passes taken round-robin across the batch sizes so that a busy machine slows all
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,22 +22,12 @@ import numpy as np
 import torch
 
 import derain
+from derain.hardware import cpu_model_name
 from derain.imageio import read_uint8_rgb
 from derain.infer import InferenceOptions
 from derain.video.job import frame_derainer
 
 PHOTO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clean" / "kodak24" / "kodim05.png"
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def frames_of(width: int, height: int, count: int) -> list[np.ndarray]:
@@ -67,7 +56,7 @@ def main() -> None:
     model, name = derain.load_model()
     options = InferenceOptions(working_side="auto")  # derain video's defaults (fast path, auto precision)
     run = frame_derainer(model, name, options, torch.device("cpu"))
-    print(f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}; model {name}; "
+    print(f"{cpu_model_name()}, {args.threads} thread(s), torch {torch.__version__}; model {name}; "
           f"{args.frames} frames per pass, {args.runs} passes")
     for size in args.sizes:
         width, height = (int(v) for v in size.split("x"))

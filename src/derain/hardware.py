@@ -151,3 +151,18 @@ def _cgroup_headroom() -> int | None:
     if limit == "max":
         return None
     return max(0, int(limit) - int(usage))
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what ``platform`` says: benchmarks print it beside
+    every number."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
