@@ -273,3 +273,37 @@ def unfolded_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dic
 def build_fastderain(**config: Any) -> FastDerain:
     """Registry builder (keyword config as in ``default_config``)."""
     return FastDerain(**config)
+
+
+
+def coarser_start_state_dict(source: dict[str, torch.Tensor], student: FastDerain) -> dict[str, torch.Tensor]:
+    """A start for ``student``, a FastDerain with the same levels as the trained ``source`` network but a stem
+    that unshuffles ``r`` times more (e.g. 2 where the source has 1): a student of about ``r ** 2`` times fewer
+    multiply-adds.
+
+    The levels carry over unchanged; the stem sees each input channel's ``r x r`` sub-pixels with the source's
+    kernel divided by ``r ** 2`` (the source's stem applied to the image averaged over ``r x r`` blocks), and
+    the head gives every sub-pixel the source's rain. So the started student computes exactly
+    ``x - nearest_upsample(source_rain(avg_pool(x, r)))``: the source network run at ``1/r`` of the size, a start
+    that training then sharpens back to full resolution.
+    """
+    teacher_r = int(round((source["stem.weight"].shape[1] / student.head.weight.shape[0]
+                           * student.unshuffle ** 2) ** 0.5)) if "stem.weight" in source else 1
+    r = student.unshuffle // max(teacher_r, 1)
+    if r < 1 or student.unshuffle % max(teacher_r, 1):
+        raise ValueError("the student's unshuffle must be a multiple of the source's")
+    own = student.state_dict()
+    source = unfolded_state_dict(dict(source), student)
+    out = {k: v for k, v in source.items() if k in own}
+    missing = [k for k in own if k not in out]
+    if missing:
+        raise ValueError(f"the source lacks {', '.join(missing[:4])}: the student must have its levels")
+    stem, head, head_bias = source["stem.weight"], source["head.weight"], source["head.bias"]
+    # pixel_unshuffle puts channel c's sub-pixel k at c * r * r + k; pixel_shuffle reads the same order back.
+    out["stem.weight"] = stem.repeat_interleave(r * r, dim=1) / (r * r)
+    out["head.weight"] = head.repeat_interleave(r * r, dim=0)
+    out["head.bias"] = head_bias.repeat_interleave(r * r, dim=0)
+    for key in ("stem.weight", "head.weight", "head.bias"):
+        if out[key].shape != own[key].shape:
+            raise ValueError(f"{key} {tuple(out[key].shape)} does not fit the student's {tuple(own[key].shape)}")
+    return out
