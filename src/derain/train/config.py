@@ -3,7 +3,8 @@
 Every key of the YAML file must be a field of the matching dataclass and have its type; anything else fails
 with one line that names the dotted key (``optim.lrr: unknown key``), so a typo never silently trains with a
 default; a key written twice is refused with both line numbers (:mod:`derain.yamlload`). ``--set key=value``
-overrides use the same dotted keys and YAML syntax for the value.
+overrides use the same dotted keys and YAML syntax for the value. A file may name ``base: other.yaml`` (relative
+to itself) and hold only what differs from it (:func:`read_config_mapping`).
 """
 from __future__ import annotations
 
@@ -290,17 +291,48 @@ def apply_override(data: dict[str, Any], text: str) -> None:
     node[keys[-1]] = value
 
 
+def merge_mappings(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``changes``: mappings merge key by key, anything else (lists included) is replaced."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_mappings(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_with_base(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The mapping of ``path`` laid over the file its ``base:`` names (relative to ``path``), recursively."""
+    if not path.is_file():
+        raise DerainError(f"config file not found: {path}" + (f" (the base of {chain[-1]})" if chain else ""))
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain[chain.index(resolved):], resolved))
+        raise DerainError(f"config {path}: its bases form a cycle ({cycle})")
+    loaded = load_yaml_file(path)  # a key written twice is refused, with both line numbers
+    if loaded is not None and not isinstance(loaded, dict):
+        raise DerainError(f"config {path} must be a mapping of keys to values")
+    data = dict(loaded or {})
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise DerainError(f"config {path}: 'base' must name another config file, got {base!r}")
+    # A stage file names the file it differs from; its own keys win, nested mappings merge.
+    return merge_mappings(_read_with_base(path.parent / base, (*chain, resolved)), data)
+
+
 def read_config_mapping(path: str | Path | None, overrides: typing.Iterable[str] = ()) -> dict[str, Any]:
-    """The raw mapping of a YAML config file (empty without one), with ``key=value`` overrides applied."""
+    """The raw mapping of a YAML config file (empty without one), with ``key=value`` overrides applied.
+
+    A file may start from another with ``base: other.yaml`` (a path relative to the file) and hold only its
+    differences: mappings merge key by key, lists and other values replace the base's; a cycle of bases is an
+    error.
+    """
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise DerainError(f"config file not found: {path}")
-        loaded = load_yaml_file(path)  # a key written twice is refused, with both line numbers
-        if loaded is not None and not isinstance(loaded, dict):
-            raise DerainError(f"config {path} must be a mapping of keys to values")
-        data = loaded or {}
+        data = _read_with_base(Path(path), ())
     for text in overrides:
         apply_override(data, text)
     return data
