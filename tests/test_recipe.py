@@ -133,7 +133,7 @@ def test_bad_recipes_are_one_line_errors(tmp_path, shared, capsys):
 def test_the_default_model_recipe_names_existing_configs_and_weights():
     root = Path(__file__).resolve().parents[1]
     stages = load_recipe(root / "configs" / "default_model.yaml")
-    assert [Path(s.config).name for s in stages][0] == "fullres32_lr2e3_60k_stage1.yaml"
+    assert [Path(s.config).name for s in stages][0] == "rain100l_stage1.yaml"
     for stage in stages:
         if stage.weights:
             model, name = load_model(None, root / stage.weights)
@@ -145,8 +145,8 @@ def test_the_default_model_recipe_names_existing_configs_and_weights():
     # The earlier recipes (half resolution; full resolution with 24, then 32 channels; the fifth lineage) stay
     # reproducible.
     assert [Path(s.config).name for s in stages][-2:] == ["general_stage1.yaml", "general_stage2.yaml"]
-    for name in ("halfres_model.yaml", "fullres24_model.yaml", "fullres32_long_model.yaml",
-                 "fullres32_lr2e3_60k_model.yaml", "rain100l_model.yaml"):
+    for name in ("archive/halfres_model.yaml", "archive/fullres24_model.yaml", "archive/fullres32_long_model.yaml",
+                 "archive/fullres32_lr2e3_60k_model.yaml", "rain100l_model.yaml"):
         old = load_recipe(root / "configs" / name)
         assert all((root / stage.config).is_file() for stage in old)
         assert all(stage.weights is None for stage in old) or name == "rain100l_model.yaml"
@@ -156,7 +156,7 @@ def test_every_repo_recipe_chains_its_stages():
     """Run alone, each later stage of a committed recipe warm-starts from the run folder of the stage before
     it, as the recipe does, and trains the same network."""
     root = Path(__file__).resolve().parents[1]
-    recipes = [path for path in sorted((root / "configs").glob("*.yaml")) if is_recipe(path)]
+    recipes = [path for path in sorted((root / "configs").rglob("*.yaml")) if is_recipe(path)]  # archive too
     assert {"default_model.yaml", "lr2e3_model.yaml"} <= {path.name for path in recipes}
     for path in recipes:
         configs = [load_config(root / stage.config) for stage in load_recipe(path)]

@@ -79,7 +79,7 @@ def test_dotted_overrides(tmp_path, shared):
 def test_repo_configs_are_valid():
     from derain.train.recipe import is_recipe, load_recipe
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))  # configs/archive too
     assert len(configs) > 10
     for path in configs:
         if is_recipe(path):
@@ -87,7 +87,7 @@ def test_repo_configs_are_valid():
         elif "fsderain" not in path.name:  # FSDerain recipes are read by `derain finetune`, not `derain train`
             config = load_config(path)
             assert config.data.patch > 0, path
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "fastderain_rain100l.yaml")
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "rain100l_stage1.yaml")
     assert config.model.name == "fastderain" and config.data.patch % 16 == 0
 
 

@@ -1,6 +1,6 @@
 """Training engine: typed YAML configs, one loop with exact resume, schedules and EMA.
 
-``train_from_config("configs/fastderain_rain100l.yaml", ["optim.lr=5e-4"], time_budget_minutes=60)``
+``train_from_config("configs/rain100l_stage1.yaml", ["optim.lr=5e-4"], time_budget_minutes=60)``
 """
 from derain.train.config import TrainConfig, load_config
 from derain.train.loop import Trainer, train_from_config

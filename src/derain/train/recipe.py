@@ -3,8 +3,8 @@
 A recipe file lists training configs; each stage warm-starts from the stage before it::
 
     recipe:
-      - config: configs/fullres_rain100l.yaml
-      - config: configs/fullres_rain100l_stage2.yaml
+      - config: configs/general_stage1.yaml
+      - config: configs/general_stage2.yaml
         weights: src/derain/weights/default.safetensors   # the committed result of this stage
 
 ``derain train RECIPE.yaml [--time-budget MIN]`` trains every stage whose run has not finished, resuming a
