@@ -39,9 +39,9 @@ import torch
 import derain
 from derain.checkpoints import load_model
 from derain.data.pairs import find_pairs
-from derain.hardware import cpu_flag_set, cpu_kind, _cpu_flags
+from derain.inference.hardware import cpu_flag_set, cpu_kind, _cpu_flags
 from derain.imageio import read_uint8_rgb
-from derain.infer import InferenceOptions, prepare_for, resolve_tile, resolve_working_side, size_multiple_of
+from derain.inference.restore import InferenceOptions, prepare_for, resolve_tile, resolve_working_side, size_multiple_of
 from derain.metrics import psnr_ssim
 from derain.models import get_spec
 from derain.runner import restore_file
@@ -55,7 +55,7 @@ PATHS = ("reference fp32", "fast fp32", "fast bf16", "onnxruntime fp32", "onnxru
 
 
 def cpu_description() -> str:
-    """CPU model name, the flags that decide the path, and the kind (derain.hardware)."""
+    """CPU model name, the flags that decide the path, and the kind (derain.inference.hardware)."""
     text = _cpu_flags()
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
                  "unknown CPU")

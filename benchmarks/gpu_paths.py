@@ -4,7 +4,7 @@
     python benchmarks/gpu_paths.py --device cpu --size 64 --runs 1 --train-steps 3 --train-patch 32  # smoke run
 
 Inference on one ``--size`` square image: the official formulation in float32 (TF32 off, the reference), with
-TF32, under bf16 and fp16 autocast; then the fast path of ``derain.fastpath`` (folded norms, channels-last,
+TF32, under bf16 and fp16 autocast; then the fast path of ``derain.inference.fastpath`` (folded norms, channels-last,
 bf16 autocast) eager and under ``torch.compile`` (CUDA graphs). Prints median ms, megapixels per second, peak
 GPU memory and the largest error relative to the float32 output.
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from derain.checkpoints import load_model
-from derain.fastpath import FastPath, prepare_model
+from derain.inference.fastpath import FastPath, prepare_model
 from derain.models import build
 
 

@@ -32,7 +32,7 @@ from derain.checkpoints import load_model  # noqa: E402
 from derain.data.pairs import find_pairs  # noqa: E402
 from derain.export import OnnxModel, export_onnx  # noqa: E402
 from derain.imageio import read_uint8_rgb  # noqa: E402
-from derain.infer import pad_to_multiple, size_multiple_of  # noqa: E402
+from derain.inference.restore import pad_to_multiple, size_multiple_of  # noqa: E402
 from derain.metrics import psnr_ssim  # noqa: E402
 from derain.models import get_spec  # noqa: E402
 from derain.quantize import DEFAULT_OPS, quantize_onnx  # noqa: E402

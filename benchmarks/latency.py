@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 import derain
-from derain.hardware import cpu_model_name
+from derain.inference.hardware import cpu_model_name
 from derain.imageio import read_image
-from derain.infer import ENSEMBLES
+from derain.inference.ensembles import ENSEMBLES
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT.parent / "shared" / "data" / "rain100l" / "rainy" / "rain-001.png"

@@ -22,7 +22,8 @@ import torch
 
 from derain.checkpoints import load_model
 from derain.imageio import read_image
-from derain.infer import InferenceOptions, count_tiles, prepare_for, resolve_tile, resolve_working_side, restore
+from derain.inference.restore import (InferenceOptions, count_tiles, prepare_for, resolve_tile, resolve_working_side,
+                                      restore)
 from derain.models import get_spec
 from derain.runner import restore_file
 from derain.weights import default_checkpoint

@@ -19,8 +19,8 @@ import time
 import torch
 
 from derain.checkpoints import load_model
-from derain.fastpath import choose_fast_path, prepare_model
-from derain.hardware import cpu_supports_bf16
+from derain.inference.fastpath import choose_fast_path, prepare_model
+from derain.inference.hardware import cpu_supports_bf16
 from derain.models import build
 
 

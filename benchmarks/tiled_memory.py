@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from derain.imageio import read_image, write_image
-    from derain.infer import InferenceOptions, count_tiles, restore
+    from derain.inference.restore import InferenceOptions, count_tiles, restore
     from derain.models import build, get_spec
 
     photo = args.photo or largest_photo()

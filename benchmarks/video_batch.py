@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 import derain
-from derain.hardware import cpu_model_name
+from derain.inference.hardware import cpu_model_name
 from derain.imageio import read_uint8_rgb
-from derain.infer import InferenceOptions
+from derain.inference.restore import InferenceOptions
 from derain.video.job import frame_derainer
 
 PHOTO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clean" / "kodak24" / "kodim05.png"

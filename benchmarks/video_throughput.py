@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 import derain
-from derain.hardware import cpu_supports_bf16
+from derain.inference.hardware import cpu_supports_bf16
 from derain.imageio import read_uint8_rgb
-from derain.infer import InferenceOptions
+from derain.inference.restore import InferenceOptions
 from derain.video.job import VideoJob, derain_video
 
 AS_THE_COMMAND = InferenceOptions(working_side="auto")  # what `derain video` passes (the API's default too)

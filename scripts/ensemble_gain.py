@@ -1,4 +1,4 @@
-"""What each self-ensemble of ``derain.infer.ENSEMBLES`` adds to a model's score, in one pass.
+"""What each self-ensemble of ``derain.inference.ensembles.ENSEMBLES`` adds to a model's score, in one pass.
 
     python scripts/ensemble_gain.py ../shared/data/rain100l [--model fastderain] [--weights FILE] [--limit N]
 
@@ -16,7 +16,9 @@ import torch
 from derain.checkpoints import load_model
 from derain.data import find_datasets
 from derain.imageio import read_image, read_uint8_rgb
-from derain.infer import ENSEMBLES, InferenceOptions, dihedral_tensor, restore, undo_dihedral_tensor
+from derain.inference.ensembles import ENSEMBLES
+from derain.inference.restore import InferenceOptions, restore
+from derain.data.dihedral import dihedral_tensor, undo_dihedral_tensor
 from derain.metrics import psnr_ssim
 from derain.models import get_spec
 from derain.runner import resolve_weights

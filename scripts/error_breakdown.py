@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from derain.checkpoints import load_model
 from derain.data.datasets import load_pairs
-from derain.infer import InferenceOptions, restore
+from derain.inference.restore import InferenceOptions, restore
 from derain.metrics import psnr_ssim
 from derain.metrics.fullref import rgb_to_y_matlab
 from derain.models import get_spec

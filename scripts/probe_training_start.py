@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from derain.train.config import load_config
-from derain.precision import autocast_context
+from derain.inference.precision import autocast_context
 from derain.train.loop import Trainer
 
 

@@ -21,7 +21,7 @@ import torch
 
 from derain.checkpoints import load_model
 from derain.data.datasets import load_pairs
-from derain.infer import InferenceOptions, restore
+from derain.inference.restore import InferenceOptions, restore
 from derain.metrics import psnr_ssim
 from derain.models import get_spec
 from derain.runner import resolve_weights

@@ -72,7 +72,7 @@ def main() -> int:
         return 2
     torch.set_num_threads(args.threads)
     import derain
-    from derain.infer import DEFAULT_WORKING_SIDE
+    from derain.inference.restore import DEFAULT_WORKING_SIDE
 
     sides = [DEFAULT_WORKING_SIDE] if args.working_side is None else args.working_side
 

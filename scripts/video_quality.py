@@ -23,7 +23,7 @@ from PIL import Image
 
 import derain
 from derain.imageio import read_uint8_rgb
-from derain.infer import InferenceOptions
+from derain.inference.restore import InferenceOptions
 from derain.video.job import derain_frames, frame_derainer
 from derain.video.score import score_clip
 from derain.video.streams import Frame

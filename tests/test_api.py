@@ -251,7 +251,7 @@ def test_restore_pads_to_what_the_network_declares():
     import torch
     from torch import nn
 
-    from derain.infer import InferenceOptions, restore
+    from derain.inference.restore import InferenceOptions, restore
 
     seen: list[tuple[int, int]] = []  # outside the module: restore runs a prepared copy of it
 

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from derain.imageio import read_uint8_rgb
-from derain.infer import InferenceOptions
+from derain.inference.restore import InferenceOptions
 from derain.serve import ServeConfig, make_server
 
 CHROMIUM = Path(os.environ.get("DERAIN_CHROMIUM", "/usr/bin/chromium"))

@@ -139,7 +139,7 @@ def test_named_ensemble_from_the_cli_is_the_api_one(rainy_dir, tiny_checkpoint, 
     # The tiny network is near the identity, so the ensemble moves few pixels, but the file holds its result:
     # the option reached the network.
     assert np.mean(expected == written) > np.mean(plain == written)
-    from derain.infer import ENSEMBLES
+    from derain.inference.ensembles import ENSEMBLES
     for other in ENSEMBLES:  # and it was this ensemble, not another one
         if other not in (ensemble, "none"):
             result = np.rint(derain.derain(pixels, model, name, ensemble=other) * 255)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from derain.data.datasets import PairedPatches, dihedral, load_pairs, transplant_rain
+from derain.data.datasets import PairedPatches, load_pairs, transplant_rain
+from derain.data.dihedral import dihedral
 from derain.errors import DerainError
 
 

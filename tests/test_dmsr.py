@@ -12,7 +12,7 @@ from PIL import Image
 from derain.checkpoints import extract_state_dict, load_weights, read_checkpoint
 from derain.cli import main
 from derain.errors import DerainError
-from derain.infer import InferenceOptions, restore
+from derain.inference.restore import InferenceOptions, restore
 from derain.losses import build_loss
 from derain.models import build, count_parameters, get_spec
 from derain.models.dmsr import window_forward

@@ -13,7 +13,7 @@ from derain.cli import main  # noqa: E402
 from derain.errors import DerainError  # noqa: E402
 from derain.export import OnnxModel, export_checkpoint, export_onnx  # noqa: E402
 from derain.imageio import read_uint8_rgb  # noqa: E402
-from derain.infer import InferenceOptions, restore  # noqa: E402
+from derain.inference.restore import InferenceOptions, restore  # noqa: E402
 from derain.models import build  # noqa: E402
 from derain.weights import default_checkpoint  # noqa: E402
 

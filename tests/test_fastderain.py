@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from derain.infer import InferenceOptions, restore
+from derain.inference.restore import InferenceOptions, restore
 from derain.models import build, count_parameters, get_spec
 from derain.models.fastderain import FastDerain, RepConv3x3
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-import derain.fastpath as fastpath
+import derain.inference.precision as precision
 from derain.checkpoints import load_model
-from derain.fastpath import FastPath, choose_fast_path, low_precision_dtype, prepare_model
+from derain.inference.fastpath import FastPath, choose_fast_path, prepare_model
 from derain.imageio import read_uint8_rgb
-from derain.infer import InferenceOptions, restore
+from derain.inference.restore import InferenceOptions, restore
 from derain.models import build
 from derain.weights import default_checkpoint
 
@@ -74,12 +74,12 @@ def test_bf16_paths_stay_close_and_return_float32(shared):
 
 def test_automatic_precision_follows_the_processor(monkeypatch):
     model = build("fastderain")
-    monkeypatch.setattr(fastpath, "cpu_supports_bf16", lambda: True)
-    assert low_precision_dtype("auto", CPU, fast=True) == torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    assert precision.compute_dtype("auto", CPU, fast=True) == torch.bfloat16
     assert choose_fast_path(model, CPU).weights_dtype == torch.bfloat16
     assert choose_fast_path(build("restormer", dim=8), CPU).autocast == torch.bfloat16
-    assert low_precision_dtype("auto", CPU, fast=False) is None  # the reference path stays float32
-    monkeypatch.setattr(fastpath, "cpu_supports_bf16", lambda: False)  # emulated bf16 would be many times slower
+    assert precision.compute_dtype("auto", CPU, fast=False) is None  # the reference path stays float32
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)  # emulated bf16 would be many times slower
     assert choose_fast_path(model, CPU) == FastPath(fold=True, channels_last=True)
     assert choose_fast_path(model, CPU, precision="bf16").weights_dtype == torch.bfloat16  # asked for explicitly
     assert choose_fast_path(model, CPU, fast=False) == FastPath()

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from derain.checkpoints import load_model, save_checkpoint
-from derain.infer import InferenceOptions, restore
+from derain.inference.restore import InferenceOptions, restore
 from derain.models import build, count_parameters, get_spec
 from derain.models.fsdrnet import TASKS, FSDRNet
 from derain.models.fsdrnet.efma import GuidedStage

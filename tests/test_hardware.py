@@ -4,10 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from derain import hardware
-from derain.fastpath import low_precision_dtype
-from derain.hardware import CpuKind, choose_cpu_path, cpu_flag_set, cpu_kind
-from derain.precision import cpu_inference_precision
+from derain.inference import hardware
+from derain.inference.hardware import CpuKind, choose_cpu_path, cpu_flag_set, cpu_kind
+from derain.inference.precision import compute_dtype, cpu_inference_precision
 
 BASE = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx fma"
 # /proc/cpuinfo text of one core per kind (real flag names, other fields as Linux writes them)
@@ -33,7 +32,7 @@ def test_each_kind_is_told_from_its_flags(kind, monkeypatch):
     monkeypatch.setattr(hardware, "_cpu_flags", lambda: text)  # the machine's own /proc/cpuinfo, faked
     assert cpu_kind() is kind
     assert hardware.cpu_supports_bf16() is (kind is CpuKind.BF16)  # the fast path's bf16 agrees with the kind
-    assert (low_precision_dtype("auto", torch.device("cpu"), fast=True) == torch.bfloat16) is (kind is CpuKind.BF16)
+    assert (compute_dtype("auto", torch.device("cpu"), fast=True) == torch.bfloat16) is (kind is CpuKind.BF16)
 
 
 def test_flags_are_whole_words_of_the_flags_line():

@@ -10,11 +10,12 @@ from PIL import Image
 from torch import nn
 
 from derain.errors import DerainError
+from derain.data.dihedral import dihedral, dihedral_tensor, undo_dihedral_tensor
+from derain.inference.ensembles import ENSEMBLES, ensemble_forward
+from derain.inference.precision import compute_dtype
+from derain.inference.restore import InferenceOptions, count_tiles, pad_to_multiple, resolve_device, restore
+from derain.inference.tiling import tile_layout, tile_starts
 from derain.models import build
-from derain.data.datasets import dihedral
-from derain.infer import (ENSEMBLES, InferenceOptions, autocast_dtype, count_tiles, dihedral_tensor,
-                          ensemble_forward, pad_to_multiple, resolve_device, restore, tile_layout, tile_starts,
-                          undo_dihedral_tensor)
 
 
 class LocalConvNet(nn.Module):
@@ -173,13 +174,13 @@ def test_ensemble_restore_keeps_size(rainy):
 
 def test_precision_choices():
     cpu = torch.device("cpu")
-    assert autocast_dtype("auto", cpu) is None
-    assert autocast_dtype("fp32", cpu) is None
-    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert compute_dtype("auto", cpu, fast=False) is None  # the reference path computes in float32
+    assert compute_dtype("fp32", cpu) is None
+    assert compute_dtype("bf16", cpu, fast=False) is torch.bfloat16
     with pytest.raises(DerainError, match="fp16"):
-        autocast_dtype("fp16", cpu)
+        compute_dtype("fp16", cpu)
     with pytest.raises(DerainError, match="unknown precision"):
-        autocast_dtype("int4", cpu)
+        compute_dtype("int4", cpu)
 
 
 def test_bf16_close_to_fp32(rainy):
@@ -210,7 +211,7 @@ def test_tile_must_fit_the_size_multiple(rainy):
 
 
 def test_auto_tile_keeps_a_24_megapixel_photo_within_the_free_memory(monkeypatch, shared):
-    import derain.infer as infer
+    import derain.inference.restore as infer
 
     cpu = torch.device("cpu")
     restormer = build("restormer")  # official size: about 12 KB of activations per pixel

@@ -11,7 +11,7 @@ from PIL import Image
 
 from derain.checkpoints import load_model, save_checkpoint
 from derain.cli import main
-from derain.infer import InferenceOptions, restore
+from derain.inference.restore import InferenceOptions, restore
 from derain.losses import build_loss
 from derain.models import build, count_parameters, get_spec
 from derain.models.mspfn import ConvLSTMCell, Down, Up, _same_pad

@@ -10,7 +10,7 @@ pytest.importorskip("onnxscript", reason="int8 tests need the onnx extra: pip in
 
 import onnx  # noqa: E402
 
-from derain import hardware  # noqa: E402
+from derain.inference import hardware  # noqa: E402
 from derain.checkpoints import save_checkpoint  # noqa: E402
 from derain.cli import main  # noqa: E402
 from derain.export import OnnxModel, export_onnx  # noqa: E402

@@ -237,7 +237,7 @@ def test_pseudo_pairs_skip_held_out_photos_and_never_add_light(shared, tmp_path)
 def test_working_side_removes_rain_at_the_networks_scale_and_keeps_detail():
     import torch.nn.functional as F
 
-    from derain.infer import InferenceOptions, restore, working_scale
+    from derain.inference.restore import InferenceOptions, restore, working_scale
 
     assert working_scale(300, 400, 640) == 1.0 and working_scale(1280, 2000, 640) == 0.5
 
@@ -283,7 +283,7 @@ def test_derain_synth_writes_the_targets_of_night_scenes(tmp_path, capsys):
 
 def test_working_side_auto_is_for_rain_networks_and_bench_scores_native_resolution():
     from derain.cli import _options, build_parser
-    from derain.infer import DEFAULT_WORKING_SIDE, InferenceOptions, count_tiles, resolve_working_side
+    from derain.inference.restore import DEFAULT_WORKING_SIDE, InferenceOptions, count_tiles, resolve_working_side
 
     auto = InferenceOptions(working_side="auto")
     assert resolve_working_side(auto, "fastderain").working_side == DEFAULT_WORKING_SIDE

@@ -25,7 +25,7 @@ from torch import nn
 import derain
 from derain.errors import DerainError
 from derain.imageio import read_image, read_uint8_rgb
-from derain.infer import InferenceOptions, count_tiles
+from derain.inference.restore import InferenceOptions, count_tiles
 from derain.serve import ServeConfig, make_server
 from derain.serve.catalog import ModelChoice, build_catalog
 
@@ -625,7 +625,7 @@ def test_jpeg_download_of_a_jpeg_keeps_its_encoding_and_exif(server):
 
 def test_catalog_uses_the_size_multiple_the_network_declares():
     # The page's tile counts and tile checks must use the multiple inference pads to (the network's own).
-    from derain.infer import size_multiple_of
+    from derain.inference.restore import size_multiple_of
 
     catalog = build_catalog([], torch.device("cpu"))
     for choice in catalog.values():

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from derain.checkpoints import load_model, save_checkpoint
-from derain.infer import InferenceOptions, restore
+from derain.inference.restore import InferenceOptions, restore
 from derain.models import build, get_spec
 from derain.models.unshuffled import Unshuffled
 

@@ -283,7 +283,7 @@ def test_frames_derained_in_batches_match_one_at_a_time(one_thread):
     import torch
 
     import derain
-    from derain.infer import InferenceOptions
+    from derain.inference.restore import InferenceOptions
     from derain.video.job import derain_frames, frame_derainer
 
     model, name = derain.load_model()

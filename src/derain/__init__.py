@@ -87,7 +87,7 @@ def prepare(model: "nn.Module", **options: Any) -> "nn.Module":
     ``precision``, ``compile``); pass the result to :func:`derain` to skip the preparation on every call."""
     import torch
 
-    from derain.infer import InferenceOptions, prepare_for
+    from derain.inference.restore import InferenceOptions, prepare_for
 
     device = next(model.parameters()).device if next(model.parameters(), None) is not None else torch.device("cpu")
     return prepare_for(model, InferenceOptions(**options), device)

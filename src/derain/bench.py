@@ -19,7 +19,7 @@ from derain.data import find_datasets
 from derain.errors import DerainError
 from derain.evaluate import ImageScore, SetScore, format_table
 from derain.imageio import read_image, read_uint8_rgb, write_image
-from derain.infer import InferenceOptions, prepare_for, resolve_device, restore
+from derain.inference.restore import InferenceOptions, prepare_for, resolve_device, restore
 from derain.metrics import describe, psnr_ssim
 from derain.models import count_parameters, get_spec
 from derain.overwrite import refuse_existing

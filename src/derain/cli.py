@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace):
-    from derain.infer import InferenceOptions
+    from derain.inference.restore import InferenceOptions
     return InferenceOptions(tile=args.tile, tile_overlap=args.tile_overlap,
                             tile_threshold=int(args.tile_threshold * 1e6), ensemble=args.ensemble,
                             precision=args.precision, fast=args.fast, compile=args.compile,

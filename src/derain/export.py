@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from derain.errors import DerainError
-from derain.infer import primary_output
+from derain.inference.restore import primary_output
 
 META_MODEL = "derain.model"
 META_MULTIPLE = "derain.size_multiple"
@@ -87,7 +87,7 @@ def export_onnx(model: nn.Module, name: str, path: str | Path, size_multiple: in
                 tolerance: float = DEFAULT_TOLERANCE, opset: int = 18) -> ExportReport:
     """Write ``model`` (CPU, float32) to ``path`` as ONNX with dynamic H and W, then check it in onnxruntime.
 
-    H and W of the exported graph must be multiples of ``size_multiple`` (``derain.infer.restore`` pads to it).
+    H and W of the exported graph must be multiples of ``size_multiple`` (``derain.inference.restore.restore`` pads to it).
     Raises :class:`DerainError` (and removes the file) when the check's largest error exceeds ``tolerance``.
     """
     for module in ("onnx", "onnxscript", "onnxruntime"):
@@ -135,7 +135,7 @@ def export_onnx(model: nn.Module, name: str, path: str | Path, size_multiple: in
 
 
 class OnnxModel(nn.Module):
-    """An exported model run by onnxruntime, usable wherever ``derain.infer.restore`` takes a network.
+    """An exported model run by onnxruntime, usable wherever ``derain.inference.restore.restore`` takes a network.
 
     It has no parameters; pass ``device=torch.device("cpu")`` to ``restore``. onnxruntime computes in float32
     whatever precision is asked of the PyTorch path.
@@ -176,7 +176,7 @@ def export_checkpoint(model: str | None, weights: str | None, output: str | Path
                       tolerance: float = DEFAULT_TOLERANCE) -> ExportReport:
     """``derain export --onnx``: load a checkpoint (default: the bundled model) and export it, checked."""
     from derain.checkpoints import load_model
-    from derain.infer import size_multiple_of
+    from derain.inference.restore import size_multiple_of
     from derain.models import get_spec
     from derain.overwrite import refuse_existing
     from derain.runner import resolve_weights
@@ -188,6 +188,6 @@ def export_checkpoint(model: str | None, weights: str | None, output: str | Path
     if not output.parent.is_dir():
         raise DerainError(f"output folder {output.parent} does not exist")
     net, name = load_model(model, resolve_weights(model, weights))
-    # The network's own multiple, as derain.infer.restore pads to it (a checkpoint's configuration may differ
+    # The network's own multiple, as derain.inference.restore.restore pads to it (a checkpoint's configuration may differ
     # from the registry's default one).
     return export_onnx(net, name, output, size_multiple_of(net, get_spec(name).size_multiple), tolerance)

@@ -1,6 +1,6 @@
 """int8 inference: a model's ONNX export quantised by onnxruntime, found again where it was written.
 
-The int8 path is for CPUs without native bf16 (:func:`derain.hardware.choose_cpu_path`). It is onnxruntime's
+The int8 path is for CPUs without native bf16 (:func:`derain.inference.hardware.choose_cpu_path`). It is onnxruntime's
 static quantisation of the float32 ONNX file ``derain export --onnx`` writes: QDQ format, per-channel int8
 weights, uint8 activations calibrated on training patches. What holds quality (docs/performance.md):
 
@@ -37,7 +37,7 @@ from derain.checkpoints import file_fingerprint
 from derain.errors import DerainError
 from derain.export import META_MODEL, META_MULTIPLE, OnnxModel, _check_input, _require, export_onnx
 
-META_PRECISION = "derain.precision"
+META_PRECISION = "derain.inference.precision"
 META_SOURCE = "derain.source"  # fingerprint of the float checkpoint the int8 model was made from
 # Ops whose inputs and outputs are quantised (measured choice, docs/performance.md): the convolutions, the
 # activations between two of them, the residual sums and the pixel shuffles, so the features stay uint8 from
@@ -211,7 +211,7 @@ def quantize_checkpoint(model: str | None, weights: str | None, patches: Sequenc
     """Export a checkpoint (default: the bundled model) to ONNX and write its int8 version to ``output``
     (default: :func:`int8_path_for` the checkpoint, where ``derain run`` looks for it)."""
     from derain.checkpoints import load_model
-    from derain.infer import size_multiple_of
+    from derain.inference.restore import size_multiple_of
     from derain.models import get_spec
     from derain.overwrite import refuse_existing
     from derain.runner import resolve_weights
@@ -251,9 +251,9 @@ def int8_model_for_run(precision: str, fast: bool, model: str | None, weights: s
 
     ``--precision int8`` with ``--weights FILE.onnx`` runs that file; with a checkpoint (or the bundled
     default) it runs the checkpoint's int8 version from the cache, which must exist. ``auto`` on the fast path
-    uses that version where it exists and the CPU rule picks int8 (:func:`derain.precision.cpu_inference_precision`).
+    uses that version where it exists and the CPU rule picks int8 (:func:`derain.inference.precision.cpu_inference_precision`).
     """
-    from derain.precision import cpu_inference_precision
+    from derain.inference.precision import cpu_inference_precision
     from derain.runner import resolve_weights
 
     if precision == "int8" and weights is not None and Path(weights).suffix == ".onnx":

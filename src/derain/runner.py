@@ -1,6 +1,6 @@
 """Deraining files and folders: the job behind ``derain run``.
 
-Reads images, restores them with :func:`derain.infer.restore`, writes them under the output folder with
+Reads images, restores them with :func:`derain.inference.restore.restore`, writes them under the output folder with
 their own names (with ``recursive``, mirroring the input folder's tree), bit depth, alpha, EXIF and JPEG
 encoding (or, for one input, to an output named like an image: ``-o clean.jpg``, or to stdout: ``-o -``).
 Every output records which model and weights made it. The model and weights are checked before anything
@@ -27,8 +27,8 @@ from derain.checkpoints import file_fingerprint, load_model
 from derain.errors import DerainError
 from derain.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, Encoding, encode_image, expand_input_tree,
                             frame_count, read_image, read_provenance, write_image)
-from derain.infer import (InferenceOptions, count_tiles, describe_choice, prepare_for, resolve_device, resolve_tile,
-                          resolve_working_side, restore, set_task, size_multiple_of)
+from derain.inference.restore import (InferenceOptions, count_tiles, describe_choice, prepare_for, resolve_device,
+                                      resolve_tile, resolve_working_side, restore, set_task, size_multiple_of)
 from derain.models import get_spec
 from derain.weights import bundled_checkpoint
 

@@ -20,8 +20,8 @@ from torch import nn
 
 from derain.api_inputs import restore_any
 from derain.errors import DerainError
-from derain.infer import (DEFAULT_WORKING_SIDE, InferenceOptions, all_in_one_network, prepare_for, resolve_device,
-                          resolve_working_side, restore, set_task, size_multiple_of)
+from derain.inference.restore import (DEFAULT_WORKING_SIDE, InferenceOptions, all_in_one_network, prepare_for,
+                                      resolve_device, resolve_working_side, restore, set_task, size_multiple_of)
 
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(InferenceOptions))
 
@@ -35,7 +35,7 @@ class Session:
     ``cpu``, ``cuda`` or ``cuda:N`` (a loaded network is moved there; None keeps it where it is). ``threads``:
     CPU threads for each call (None: torch's setting). ``task``: for all-in-one networks (fsdrnet), the
     degradation to remove (None/auto: the network's selector decides). ``options``: defaults for the
-    :class:`derain.infer.InferenceOptions` fields (``tile``, ``ensemble``, ``precision``, ``working_side``...);
+    :class:`derain.inference.restore.InferenceOptions` fields (``tile``, ``ensemble``, ``precision``, ``working_side``...);
     ``working_side`` is ``auto`` unless given, as in ``derain run``.
 
     The network is prepared for its inference path once (per ``fast``/``precision``/``compile`` choice);

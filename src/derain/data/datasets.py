@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from derain.data.dihedral import TRANSFORMS, dihedral
 from derain.errors import DerainError
 
 
@@ -60,17 +61,8 @@ def load_clean_images(roots: str) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def dihedral(image: np.ndarray, k: int) -> np.ndarray:
-    """Element ``k`` (0-7) of the dihedral group D4 on an HxWxC array: k % 4 quarter turns, flipped if k >= 4."""
-    if k >= 4:
-        image = image[:, ::-1]
-    return np.rot90(image, k % 4)
-
-
-# Which dihedral transforms training patches get (``data.augment``). "flips" keeps vertical lines vertical
-# (identity, 180-degree turn, horizontal flip, vertical flip): synthetic rain benchmarks have near-vertical
-# streaks, and the quarter turns of "dihedral" teach the network horizontal rain it never meets.
-AUGMENTATIONS: dict[str, tuple[int, ...]] = {"dihedral": tuple(range(8)), "flips": (0, 2, 4, 6), "none": (0,)}
+# Which dihedral transforms training patches get (``data.augment``; see derain.data.dihedral.TRANSFORMS).
+AUGMENTATIONS: dict[str, tuple[int, ...]] = {name: TRANSFORMS[name] for name in ("dihedral", "flips", "none")}
 
 
 def transplant_rain(clean: np.ndarray, rain_input: np.ndarray, rain_target: np.ndarray) -> np.ndarray:

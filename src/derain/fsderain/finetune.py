@@ -33,9 +33,9 @@ from derain.errors import DerainError
 from derain.fsderain.config import FinetuneConfig, load_finetune_config
 from derain.fsderain.objective import FSDerainObjective
 from derain.fsderain.unpaired import UnpairedObjective
-from derain.infer import InferenceOptions, primary_output, resolve_device, restore
+from derain.inference.restore import InferenceOptions, primary_output, resolve_device, restore
 from derain.models import get_spec
-from derain.precision import autocast_context
+from derain.inference.precision import autocast_context
 from derain.train.loop import LAST, Logger, autocast_dtype, claim_run_dir, to_uint8, weights_path_for
 
 BEST = "best.safetensors"

@@ -172,13 +172,13 @@ class FastDerain(nn.Module):
             self.bytes_per_pixel = 400 + 19 * full_width
         self.size_multiple = unshuffle * 2 ** (len(widths) - 1)
 
-    # The body runs in the dtype of the weights and the image-level residual in the input's (derain.fastpath
+    # The body runs in the dtype of the weights and the image-level residual in the input's (derain.inference.fastpath
     # stores the weights in bf16 on CPUs that compute it natively; the output keeps float32 precision).
     accepts_low_precision_weights = True
     # Dense 3x3 convolutions train faster channels-last on the CPU (see derain.train.config.TrainConfig).
     trains_faster_channels_last = True
     # Peak activation memory of an inference, bytes per input pixel (default widths, float32; measured
-    # 389 at 512x512): derain.infer.auto_tile sizes tiles from it.
+    # 389 at 512x512): derain.inference.restore.auto_tile sizes tiles from it.
     bytes_per_pixel = 400
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -237,7 +237,7 @@ class Restormer(nn.Module):
     @property
     def bytes_per_pixel(self) -> int:
         """Peak activation memory of an inference per input pixel (float32): measured 11,600 at dim 48
-        (256x256), proportional to the width; derain.infer.auto_tile sizes tiles from it."""
+        (256x256), proportional to the width; derain.inference.restore.auto_tile sizes tiles from it."""
         return 250 * self.output.in_channels // 2
 
     def forward(self, inp_img: torch.Tensor) -> torch.Tensor:
@@ -259,7 +259,7 @@ class Restormer(nn.Module):
     @torch.no_grad()
     def fold(self) -> "Restormer":
         """Fold every LayerNorm's affine parameters into the following 1x1 convolution, in place (the fast
-        path of :mod:`derain.fastpath`; the folded model no longer loads official checkpoints)."""
+        path of :mod:`derain.inference.fastpath`; the folded model no longer loads official checkpoints)."""
         for module in self.modules():
             if isinstance(module, TransformerBlock):
                 module.fold()

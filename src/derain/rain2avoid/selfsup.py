@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from derain.errors import DerainError
 from derain.imageio import expand_inputs, read_image, read_uint8_rgb, write_image
-from derain.infer import pad_to_multiple, padded_forward, resolve_device
+from derain.inference.restore import pad_to_multiple, padded_forward, resolve_device
 from derain.rain2avoid.ldgp import VARIANTS, ldgp
 from derain.rain2avoid.pseudo_gt import PseudoGT, pseudo_gt
 from derain.rain2avoid.unet import R2AUNet

@@ -37,7 +37,7 @@ from pathlib import PurePath
 from urllib.parse import parse_qs, quote, urlsplit
 
 from derain.errors import DerainError
-from derain.infer import InferenceOptions, resolve_device
+from derain.inference.restore import InferenceOptions, resolve_device
 from derain.serve.catalog import build_catalog
 from derain.serve.jobs import JobQueue
 from derain.serve.jobs import Job

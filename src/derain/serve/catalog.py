@@ -13,7 +13,7 @@ from torch import nn
 
 from derain.checkpoints import load_model
 from derain.errors import DerainError
-from derain.infer import size_multiple_of
+from derain.inference.restore import size_multiple_of
 from derain.models import get_spec, list_specs
 from derain.weights import BUNDLED, bundled_checkpoint, default_checkpoint, default_model_name
 

@@ -38,11 +38,11 @@ from tqdm import tqdm
 
 from derain.data.datasets import load_pairs
 from derain.errors import DerainError
-from derain.hardware import cpu_supports_bf16  # noqa: F401  (re-exported: benchmarks import it from here)
-from derain.infer import InferenceOptions, restore
+from derain.inference.hardware import cpu_supports_bf16  # noqa: F401  (re-exported: benchmarks import it from here)
+from derain.inference.restore import InferenceOptions, restore
 from derain.losses import build_loss
 from derain.models import build, get_spec
-from derain.precision import autocast_context
+from derain.inference.precision import autocast_context
 from derain.train import distributed
 from derain.train.batches import make_batches
 from derain.train.config import Stage, TrainConfig, load_config

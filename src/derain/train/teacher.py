@@ -31,7 +31,7 @@ def teacher_outputs(weights: Path, inputs: Sequence[np.ndarray], ensemble: str,
                     device: torch.device | None = None) -> list[np.ndarray]:
     """The teacher's ``ensemble`` output (HxWx3 float32 in [0, 1]) for each uint8 input, reference float32 path."""
     from derain.checkpoints import load_model
-    from derain.infer import InferenceOptions, restore
+    from derain.inference.restore import InferenceOptions, restore
     from derain.models import get_spec
 
     model, name = load_model(None, weights)
@@ -62,7 +62,7 @@ def distilled_pairs(pairs: Sequence[Pair], weights: str | Path, ensemble: str, m
     from, or written to, ``cache_dir/teacher_targets.npz``; a cache made by another teacher, ensemble, mix or
     set of pairs is recomputed, never reused.
     """
-    from derain.infer import ENSEMBLES
+    from derain.inference.ensembles import ENSEMBLES
     from derain.train.loop import weights_path_for
 
     if ensemble not in ENSEMBLES:

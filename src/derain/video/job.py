@@ -18,7 +18,8 @@ import torch
 from tqdm import tqdm
 
 from derain.errors import DerainError
-from derain.infer import InferenceOptions, prepare_for, resolve_device, resolve_tile, resolve_working_side, restore
+from derain.inference.restore import (InferenceOptions, prepare_for, resolve_device, resolve_tile,
+                                      resolve_working_side, restore)
 from derain.models import get_spec
 from derain.overwrite import refuse_existing
 from derain.runner import torchrun_shard

@@ -129,7 +129,7 @@ class FSDRNet(nn.Module):
 
     @property
     def bytes_per_pixel(self) -> int:
-        """Peak activation memory of a float32 inference per input pixel; derain.infer.auto_tile sizes tiles
+        """Peak activation memory of a float32 inference per input pixel; derain.inference.restore.auto_tile sizes tiles
         from it. Measured as the peak-RSS delta of one forward in a fresh one-thread process: ``fsdrnet``
         (dim 42) 11,600 at 256x256 and 8,780 at 512x512; ``fsdrnet-small`` (dim 24, unshuffle 4) 930 and 685.
         The larger (256x256) figure is kept, scaled with the width for other configurations."""
