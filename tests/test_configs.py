@@ -2,6 +2,7 @@
 to name a ``base:`` resolve to exactly the configs their flat versions gave."""
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -48,3 +49,27 @@ def test_files_with_a_base_resolve_as_their_flat_versions_did(name):
     assert "\nbase: " in text  # the file holds only its differences
     resolved = json.loads(json.dumps(load_config(CONFIGS / name).to_dict()))
     assert resolved == BEFORE[name]
+
+
+def _defaults(tree: ast.AST):
+    """The values a module gives by default: function argument defaults, class fields, module constants."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield from node.args.defaults
+            yield from (d for d in node.args.kw_defaults if d is not None)
+        elif isinstance(node, (ast.Module, ast.ClassDef)):
+            for statement in node.body:
+                if isinstance(statement, (ast.Assign, ast.AnnAssign)) and statement.value is not None:
+                    yield statement.value
+
+
+def test_no_library_default_points_at_our_machines_data():
+    """``../shared`` exists beside this checkout only: the library takes data folders as arguments or from the
+    config files, never by default."""
+    found = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        for value in _defaults(ast.parse(path.read_text())):
+            for node in ast.walk(value):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and "../shared" in node.value:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found

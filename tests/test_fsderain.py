@@ -180,7 +180,9 @@ def test_configs_load_and_presets() -> None:
             faithful.loss.mask_shift) == ("resize", 64, False, False)
     unpaired = load_finetune_config(ROOT / "configs/fsderain_unpaired.yaml")
     assert unpaired.unpaired and unpaired.loss.perceptual == 0 and unpaired.loss.low_freq == 1.0
-    assert load_finetune_config(None, unpaired=True).loss.l1 == 0.0
+    assert load_finetune_config(None, ["data.clean_pool=clean"], unpaired=True).loss.l1 == 0.0
+    with pytest.raises(DerainError, match="data.clean_pool: set it"):  # no default folder on anyone's machine
+        load_finetune_config(None, unpaired=True)
     partial = load_finetune_config(None, ["optim.lr=1e-4"])
     assert (partial.optim.name, partial.optim.weight_decay) == ("adam", 0.0)  # the recipe, not the engine's
     with pytest.raises(DerainError, match="loss.ssim_weight"):

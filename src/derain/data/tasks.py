@@ -35,9 +35,6 @@ from derain.errors import DerainError
 
 TASKS: tuple[str, ...] = ("rain", "haze", "noise", "blur", "lowlight")
 NOISE_SIGMAS: tuple[float, ...] = (15.0, 25.0, 50.0)
-DEFAULT_RAIN = "../shared/data/rain100l-train"
-DEFAULT_CLEAN = "../shared/data/clean/kodak24"  # not CBSD68: that is the test set of the noise task
-DEFAULT_TEST_CLEAN = "../shared/data/clean/cbsd68"
 
 
 def task_index(task: str) -> int:
@@ -136,10 +133,10 @@ class TaskBatches:
         self.generator = torch.Generator().manual_seed(_derived_seed(seed, 1))  # all degradations
 
     @classmethod
-    def from_paths(cls, clean: str | None = DEFAULT_CLEAN, rain: str | None = DEFAULT_RAIN,
-                   settings: TaskSettings = TaskSettings(), seed: int = 0,
+    def from_paths(cls, clean: str | None, rain: str | None, settings: TaskSettings = TaskSettings(), seed: int = 0,
                    rain_max_images: int | None = None) -> "TaskBatches":
-        """Load the rain pairs and clean images the settings need (``clean``: comma-separated folders)."""
+        """Load the rain pairs and clean images the settings need (``clean``: comma-separated folders, e.g.
+        Kodak24 but not CBSD68, the noise task's test set; ``rain``: a folder of pairs such as RainTrainL)."""
         rain_patches = clean_patches = None
         if settings.uses_rain_pairs:
             if rain is None:
@@ -277,10 +274,10 @@ def make_test_set(task: str, clean_images: Sequence[tuple[str, np.ndarray]], see
     return out
 
 
-def load_synthetic_test_set(task: str, root: str | Path = DEFAULT_TEST_CLEAN, sigma: float | None = 25.0,
+def load_synthetic_test_set(task: str, root: str | Path, sigma: float | None = 25.0,
                             limit: int | None = None, seed: int = 0
                             ) -> tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]:
-    """``(name, triples)``: :func:`make_test_set` on the images under ``root`` (the first ``limit``).
+    """``(name, triples)``: :func:`make_test_set` on the images under ``root`` (e.g. CBSD68; the first ``limit``).
 
     The name says the set is synthetic and where it comes from (``cbsd68-haze-synthetic``); report numbers
     under it, never as SOTS, GoPro or LOL numbers.

@@ -66,7 +66,7 @@ class DataConfig:
     sampling: str = "crop"
     patch: int = 128
     batch: int = 8
-    clean_pool: str | None = "../shared/data/clean"
+    clean_pool: str | None = None  # e.g. ../shared/data/clean; configs/fsderain_unpaired.yaml names it
 
 
 @dataclass

@@ -51,7 +51,7 @@ class DataConfig:
     are not used at all and ``train`` may be null (training on synthetic rain only).
     """
 
-    train: str | None = "../shared/data/rain100l-train"
+    train: str | None = None  # e.g. ../shared/data/rain100l-train (RainTrainL); the config files name it
     val: str | None = None
     patch: int = 128
     batch: int = 8  # per process, see above
@@ -90,7 +90,7 @@ class DataConfig:
     # All-in-one training: patches of these tasks in balanced rounds (derain.data.tasks.TaskBatches), rain
     # from ``train`` (plus ``synth_ratio`` synthetic), the other tasks synthesised from ``task_clean``.
     tasks: list[str] = field(default_factory=list)
-    task_clean: str | None = "../shared/data/clean/kodak24"  # keep CBSD68, the noise test set, out of training
+    task_clean: str | None = None  # e.g. ../shared/data/clean/kodak24; keep CBSD68, the noise test set, out of training
 
 
 @dataclass
@@ -386,6 +386,8 @@ def validate(config: TrainConfig) -> None:
          f"data.augment must be one of {', '.join(AUGMENTATIONS)}, not {config.data.augment!r}"),
         (all(t in TASKS for t in config.data.tasks),
          f"data.tasks must be among {', '.join(TASKS)}, not {config.data.tasks}"),
+        (set(config.data.tasks) <= {"rain"} or bool(config.data.task_clean),
+         "data.tasks other than rain need data.task_clean (a folder of clean images, e.g. Kodak24)"),
         (not config.data.tasks or config.data.synth_ratio == 0.0 or bool(config.data.train),
          "data.tasks with rain needs data.train (rainy/clean pairs)"),
         (bool(config.data.tasks) or config.data.synth_ratio == 0.0 or bool(config.data.synth_clean),
