@@ -23,9 +23,9 @@ import json
 import torch
 import torch.nn.functional as F
 
+from derain.inference.hardware import cpu_supports_bf16
 from derain.inference.restore import primary_output
 from derain.models import build, get_spec
-from derain.train.loop import cpu_supports_bf16
 from timing import median_ms
 
 

@@ -11,11 +11,13 @@ import torch
 import yaml
 
 from derain.errors import DerainError
+from derain.inference.hardware import cpu_supports_bf16
 from derain.train import Trainer, load_config, train_from_config
 from derain.train.batches import TrainBatches
 from derain.train.config import ScheduleConfig
 from derain.train.ema import EMA
-from derain.train.loop import autocast_dtype, cpu_supports_bf16, state_path_for, uses_channels_last
+from derain.train.loop import autocast_dtype, uses_channels_last
+from derain.train.rundir import state_path_for
 from derain.train.schedules import PlateauSchedule, make_schedule
 
 TINY = ["model.options.widths=[8,16,16,16]", "model.options.enc_blocks=[1,1,1,1]", "model.options.dec_blocks=[1,1,1]",

@@ -36,9 +36,9 @@ from derain.fsderain.unpaired import UnpairedObjective
 from derain.inference.restore import InferenceOptions, primary_output, resolve_device, restore
 from derain.models import get_spec
 from derain.inference.precision import autocast_context
-from derain.train.loop import LAST, Logger, autocast_dtype, claim_run_dir, to_uint8, weights_path_for
+from derain.train.loop import autocast_dtype, to_uint8
+from derain.train.rundir import BEST, LAST, Logger, claim_run_dir, weights_path_for
 
-BEST = "best.safetensors"
 Pairs = list[tuple[str, np.ndarray, np.ndarray]]
 
 

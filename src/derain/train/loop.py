@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from derain.data.datasets import load_pairs
 from derain.errors import DerainError
-from derain.inference.hardware import cpu_supports_bf16  # noqa: F401  (re-exported: benchmarks import it from here)
+from derain.inference.hardware import cpu_supports_bf16
 from derain.inference.restore import InferenceOptions, restore
 from derain.losses import build_loss
 from derain.models import build, get_spec
@@ -47,11 +47,9 @@ from derain.train import distributed
 from derain.train.batches import make_batches
 from derain.train.config import Stage, TrainConfig, load_config
 from derain.train.ema import EMA
+from derain.train.rundir import BEST, LAST, STATE_SUFFIX, Logger, claim_run_dir, state_path_for, weights_path_for
 from derain.train.schedules import make_schedule
 
-STATE_SUFFIX = ".state.pt"
-LAST = "last.safetensors"
-BEST = "best.safetensors"
 # The running loss averages about 50 steps: before that a few batches weigh too much to judge by (one easy
 # batch under a squared error can sit 20x below the typical loss).
 DIVERGENCE_SETTLE_STEPS = 50
@@ -73,28 +71,6 @@ def uses_channels_last(memory_format: str, model: torch.nn.Module) -> bool:
     if memory_format == "auto":
         return bool(getattr(model, "trains_faster_channels_last", False))
     return memory_format == "channels_last"
-
-
-def state_path_for(checkpoint: str | Path) -> Path:
-    """The resume state of a run: from its folder, ``last.safetensors``, ``last.pt`` (runs written before
-    safetensors) or the ``last.state.pt`` itself."""
-    path = Path(checkpoint)
-    if path.is_dir() or not path.suffix:  # a run folder (a missing one then reports its expected state file)
-        return path / ("last" + STATE_SUFFIX)
-    if path.name.endswith(STATE_SUFFIX):
-        return path
-    return path.with_name(path.stem + STATE_SUFFIX)
-
-
-def weights_path_for(path: str | Path) -> Path:
-    """A weights file, or a run folder's ``last.safetensors`` (``last.pt`` for older runs)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in (LAST, "last.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise DerainError(f"no {LAST} (or last.pt) in run folder {path}")
-    return path
 
 
 def _tensorboard_writer(folder: Path, create: bool) -> Any:
@@ -130,26 +106,6 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
         elif a != b:
             out.append(f"{prefix}{key}")
     return out
-
-
-class Logger:
-    """Plain-text log in the run folder, echoed to stdout (tqdm-safe); silent where not ``enabled``."""
-
-    def __init__(self, path: Path, enabled: bool = True) -> None:
-        self.path = path
-        self.enabled = enabled
-        self._folder_made = False  # a message may come before the trainer makes the run folder
-
-    def __call__(self, message: str) -> None:
-        if not self.enabled:
-            return
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
-        tqdm.write(line)
-        if not self._folder_made:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._folder_made = True
-        with self.path.open("a") as f:
-            f.write(line + "\n")
 
 
 class Trainer:
@@ -518,21 +474,6 @@ class Trainer:
             end = f" (stop_step; the schedule runs to {cfg.total_steps})" if cfg.end_step < cfg.total_steps else ""
             self.log(f"finished {cfg.end_step} steps{end}; weights in {last}")
         return last
-
-
-def claim_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Make way for a new run in ``run_dir``: an earlier run's checkpoints there are an error unless
-    ``overwrite``, and are then removed, so that none of them passes for the new run's (its log is kept)."""
-    earlier = [run_dir / name for name in (LAST, "last" + STATE_SUFFIX, "last.pt", BEST, "best.pt")
-               if (run_dir / name).is_file()]
-    if not earlier:
-        return
-    if not overwrite:
-        raise DerainError(f"{run_dir} already holds a run ({', '.join(p.name for p in earlier)}); continue it with "
-                          "--resume auto, start it again with --overwrite, or name a new run with --set name=NEW")
-    if distributed.env_info().is_main:  # one process removes them; under torchrun the others only check
-        for path in earlier:
-            path.unlink(missing_ok=True)
 
 
 def train_from_config(config_path: str | None, overrides: Iterable[str] = (), time_budget_minutes: float | None = None,

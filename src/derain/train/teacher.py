@@ -63,7 +63,7 @@ def distilled_pairs(pairs: Sequence[Pair], weights: str | Path, ensemble: str, m
     set of pairs is recomputed, never reused.
     """
     from derain.inference.ensembles import ENSEMBLES
-    from derain.train.loop import weights_path_for
+    from derain.train.rundir import weights_path_for
 
     if ensemble not in ENSEMBLES:
         raise DerainError(f"config key 'data.teacher_ensemble': unknown ensemble {ensemble!r} "
