@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from derain.errors import DerainError
-from derain.overwrite import refuse_existing
+from derain.files.outputs import refuse_existing
 from derain.video.streams import EncodeSettings, Span, VideoInfo, require_av, span_of
 
 TAG = "comment"
@@ -149,6 +149,11 @@ def _copy_packets(pieces: list, partial: Path) -> int:
     frames = 0
     try:
         targets = [out.add_stream_from_template(s) for s in first.streams]
+        for source, target in zip(first.streams, targets):
+            if source.type == "video" and source.average_rate:
+                # The template carries the codec, not the frame rate: without it Matroska records its
+                # millisecond tick (1000 fps) as the clip's rate.
+                target.codec_context.framerate = source.average_rate
         last_dts: dict[int, int] = {}
         last_video_pts = None
         stores_no_dts = "matroska" in first.format.name
