@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from derain.checkpoints import load_model
+from derain.weights.load import load_model
 from derain.data.pairs import find_pairs
 from derain.data.tasks import SYNTHETIC_TEST_TASKS, load_synthetic_test_set, synthetic_set_name, write_test_set
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 from derain.inference.restore import InferenceOptions, all_in_one_network, prepare_for, restore, set_task
 from derain.metrics import psnr_ssim
 from derain.models import count_parameters, get_spec

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 import derain
-from derain.checkpoints import load_model
+from derain.weights.load import load_model
 from derain.data.pairs import find_pairs
 from derain.inference.hardware import cpu_flag_set, cpu_kind, _cpu_flags
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 from derain.inference.restore import InferenceOptions, prepare_for, resolve_tile, resolve_working_side, size_multiple_of
 from derain.metrics import psnr_ssim
 from derain.models import get_spec
@@ -67,7 +67,7 @@ def cpu_description() -> str:
 def build_path(label: str, weights: str, int8: Path | None, workdir: Path,
                threads: int) -> tuple[torch.nn.Module, InferenceOptions, str]:
     """(network, options, registry name) of one path; the ONNX export is written into ``workdir`` once."""
-    from derain.export import OnnxModel, export_onnx
+    from derain.inference.onnx import OnnxModel, export_onnx
 
     if label == "onnxruntime int8":
         model = OnnxModel(int8, threads=threads)
@@ -139,7 +139,7 @@ def main() -> int:
     weights = args.weights or str(default_checkpoint())
     int8 = args.int8
     if int8 is None:
-        from derain.quantize import find_int8
+        from derain.inference.quantize import find_int8
         int8 = find_int8(weights)
     if args.peak_of:
         print(json.dumps({"peak_mb": peak_of(args.peak_of, weights, int8, args.workdir, args.threads)}))

@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from derain.checkpoints import load_model
+from derain.weights.load import load_model
 from derain.inference.fastpath import FastPath, prepare_model
 from derain.models import build
 

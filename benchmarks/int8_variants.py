@@ -3,11 +3,11 @@
     python benchmarks/int8_variants.py [--weights CKPT] [--threads 2] [--runs 10] [--patches 64] [--size 160]
 
 Exports the checkpoint (default: the bundled model) to ONNX once, then quantises it several ways with
-``derain.quantize.quantize_onnx`` on the calibration patches of ``scripts/quantize_default.py`` (training
+``derain.inference.quantize.quantize_onnx`` on the calibration patches of ``scripts/quantize_default.py`` (training
 images only), and prints per variant: Rain100L ``matlab-y`` PSNR over all 100 pairs (onnxruntime, padded to
 the size multiple and cropped back) and its difference from the float32 export, and the median milliseconds of
 ``--runs`` runs on the padded 481x321 ``rain-001.png``, the variants timed round-robin. Variants: the default
-of ``derain.quantize`` (convolutions, LeakyReLU, residual sums and pixel shuffles in int8; the image-reading
+of ``derain.inference.quantize`` (convolutions, LeakyReLU, residual sums and pixel shuffles in int8; the image-reading
 and rain-writing convolutions and the two before the last in float32; 7-bit weights; percentile ranges), and
 convolutions and LeakyReLU alone in int8, with one more thing changed per row. Run it while nothing else runs.
 """
@@ -28,14 +28,14 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from quantize_default import DATA, calibration_patches  # noqa: E402
 
-from derain.checkpoints import load_model  # noqa: E402
+from derain.weights.load import load_model  # noqa: E402
 from derain.data.pairs import find_pairs  # noqa: E402
-from derain.export import OnnxModel, export_onnx  # noqa: E402
-from derain.imageio import read_uint8_rgb  # noqa: E402
+from derain.inference.onnx import OnnxModel, export_onnx  # noqa: E402
+from derain.files.imageio import read_uint8_rgb  # noqa: E402
 from derain.inference.restore import pad_to_multiple, size_multiple_of  # noqa: E402
 from derain.metrics import psnr_ssim  # noqa: E402
 from derain.models import get_spec  # noqa: E402
-from derain.quantize import DEFAULT_OPS, quantize_onnx  # noqa: E402
+from derain.inference.quantize import DEFAULT_OPS, quantize_onnx  # noqa: E402
 from derain.weights import default_checkpoint  # noqa: E402
 
 VARIANTS = {

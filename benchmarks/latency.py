@@ -22,7 +22,7 @@ import torch
 
 import derain
 from derain.inference.hardware import cpu_model_name
-from derain.imageio import read_image
+from derain.files.imageio import read_image
 from derain.inference.ensembles import ENSEMBLES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from derain.checkpoints import load_model
-from derain.imageio import read_image
+from derain.weights.load import load_model
+from derain.files.imageio import read_image
 from derain.inference.restore import (InferenceOptions, count_tiles, prepare_for, resolve_tile, resolve_working_side,
                                       restore)
 from derain.models import get_spec

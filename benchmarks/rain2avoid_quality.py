@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from derain.data.pairs import find_pairs
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 from derain.metrics import psnr_ssim
 from derain.rain2avoid.selfsup import (FAITHFUL_STEPS, Prepared, SelfSupConfig, prepare, resolve, run_network,
                                        train_network)

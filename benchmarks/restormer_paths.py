@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from derain.checkpoints import load_model
+from derain.weights.load import load_model
 from derain.inference.fastpath import choose_fast_path, prepare_model
 from derain.inference.hardware import cpu_supports_bf16
 from derain.models import build

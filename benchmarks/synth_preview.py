@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from derain.data.synth import preset, synthesize
-from derain.imageio import read_uint8_rgb, write_image
+from derain.files.imageio import read_uint8_rgb, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

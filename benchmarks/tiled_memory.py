@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     args = parser.parse_args()
 
-    from derain.imageio import read_image, write_image
+    from derain.files.imageio import read_image, write_image
     from derain.inference.restore import InferenceOptions, count_tiles, restore
     from derain.models import build, get_spec
 

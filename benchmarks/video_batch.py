@@ -23,7 +23,7 @@ import torch
 
 import derain
 from derain.inference.hardware import cpu_model_name
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 from derain.inference.restore import InferenceOptions
 from derain.video.job import frame_derainer
 

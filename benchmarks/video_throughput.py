@@ -27,7 +27,7 @@ import torch
 
 import derain
 from derain.inference.hardware import cpu_supports_bf16
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 from derain.inference.restore import InferenceOptions
 from derain.video.job import VideoJob, derain_video
 

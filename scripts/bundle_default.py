@@ -18,9 +18,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from derain.checkpoints import load_model, read_checkpoint, save_checkpoint  # noqa: E402
+from derain.weights.load import load_model  # noqa: E402
+from derain.files.checkpoints import read_checkpoint, save_checkpoint  # noqa: E402
 from derain.data import find_pairs  # noqa: E402
-from derain.imageio import read_image, read_uint8_rgb  # noqa: E402
+from derain.files.imageio import read_image, read_uint8_rgb  # noqa: E402
 from derain.inference.restore import InferenceOptions, restore  # noqa: E402
 from derain.metrics import psnr_ssim  # noqa: E402
 from derain.models import get_spec  # noqa: E402

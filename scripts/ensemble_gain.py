@@ -13,15 +13,15 @@ import argparse
 import numpy as np
 import torch
 
-from derain.checkpoints import load_model
+from derain.weights.load import load_model
 from derain.data import find_datasets
-from derain.imageio import read_image, read_uint8_rgb
+from derain.files.imageio import read_image, read_uint8_rgb
 from derain.inference.ensembles import ENSEMBLES
 from derain.inference.restore import InferenceOptions, restore
 from derain.data.dihedral import dihedral_tensor, undo_dihedral_tensor
 from derain.metrics import psnr_ssim
 from derain.models import get_spec
-from derain.runner import resolve_weights
+from derain.weights.resolve import resolve_weights
 
 
 def main() -> None:

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from derain.checkpoints import load_model
+from derain.weights.load import load_model
 from derain.data.datasets import load_pairs
 from derain.inference.restore import InferenceOptions, restore
 from derain.metrics import psnr_ssim
 from derain.metrics.fullref import rgb_to_y_matlab
 from derain.models import get_spec
-from derain.runner import resolve_weights
+from derain.weights.resolve import resolve_weights
 from derain.train.loop import to_uint8
 
 CLASSES = ("clipped rain", "strong rain (>= 30)", "weak rain", "no rain")

@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from derain.data.heavyval import VERSIONS, held_out_backgrounds, make_pair
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 
 
 def main() -> int:

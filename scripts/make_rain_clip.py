@@ -15,8 +15,8 @@ from pathlib import Path
 
 from derain.data.synth import PRESETS
 from derain.errors import DerainError
-from derain.imageio import read_uint8_rgb
-from derain.overwrite import refuse_existing
+from derain.files.imageio import read_uint8_rgb
+from derain.files.outputs import refuse_existing
 from derain.video.streams import write_frames
 from derain.video.synthclip import ClipSpec, make_clip
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from derain.checkpoints import load_model, read_checkpoint, save_checkpoint
+from derain.weights.load import load_model
+from derain.files.checkpoints import read_checkpoint, save_checkpoint
 from derain.models.fastderain import FastDerain, coarser_start_state_dict
 
 

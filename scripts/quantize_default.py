@@ -5,11 +5,11 @@
 
 One command, to be run again whenever the checkpoint changes (the cache file is named by the checkpoint's
 fingerprint, so a new default model is never run with an old int8 file). It exports the checkpoint to ONNX and
-quantises it with onnxruntime (``derain.quantize``), calibrated on ``--patches`` random crops: three quarters
+quantises it with onnxruntime (``derain.inference.quantize``), calibrated on ``--patches`` random crops: three quarters
 from the rainy RainTrainL training images (``../shared/data/rain100l-train/rainy``), one quarter from clean
 ``clean/bsds-extra`` photos (minus the heavy-rain validation set's backgrounds) with synthetic rain of the
 ``real`` preset. No test image (Rain100L test, CBSD68) is ever used. Default output: the user cache
-(``derain.quantize.int8_path_for``, ``~/.cache/derain/int8/``), where ``derain run`` picks it up on CPUs
+(``derain.inference.quantize.int8_path_for``, ``~/.cache/derain/int8/``), where ``derain run`` picks it up on CPUs
 without native bf16 and with ``--precision int8``.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 from derain.data.heavyval import is_held_out
 from derain.data.synth import preset, synthesize
 from derain.errors import DerainError
-from derain.imageio import read_uint8_rgb
-from derain.quantize import DEFAULT_OPS, quantize_checkpoint, random_crops
+from derain.files.imageio import read_uint8_rgb
+from derain.inference.quantize import DEFAULT_OPS, quantize_checkpoint, random_crops
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -20,7 +20,7 @@ from scipy.ndimage import gaussian_filter
 
 import derain
 from derain.data.pairs import find_pairs
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

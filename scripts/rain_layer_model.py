@@ -19,12 +19,12 @@ import argparse
 import numpy as np
 import torch
 
-from derain.checkpoints import load_model
+from derain.weights.load import load_model
 from derain.data.datasets import load_pairs
 from derain.inference.restore import InferenceOptions, restore
 from derain.metrics import psnr_ssim
 from derain.models import get_spec
-from derain.runner import resolve_weights
+from derain.weights.resolve import resolve_weights
 
 
 def rain_layer_shares(rainy: np.ndarray, clean: np.ndarray) -> tuple[float, float, float, float]:

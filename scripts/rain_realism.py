@@ -25,7 +25,7 @@ import torch
 from derain.data.rainstats import STAT_NAMES, RainStats, distribution_distance, rain_stats, stats_table
 from derain.data.realrain import split_real_photos
 from derain.data.synth import PRESETS, preset, synthesize
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 
 DATA = Path("../shared/data")  # relative to the project root, where the script is run
 

@@ -25,7 +25,7 @@ import torch
 
 from derain.data.rainstats import rain_stats
 from derain.data.realrain import split_real_photos
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 from derain.metrics.niqe import niqe
 
 

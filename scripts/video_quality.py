@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 import derain
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 from derain.inference.restore import InferenceOptions
 from derain.video.job import derain_frames, frame_derainer
 from derain.video.score import score_clip

@@ -22,7 +22,7 @@ from PIL import Image
 
 import derain
 from derain.data.heavyval import held_out_backgrounds, make_pair
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 from derain.metrics import psnr_ssim
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import derain
 from derain.errors import DerainError
-from derain.imageio import read_image
+from derain.files.imageio import read_image
 from derain.metrics import psnr_ssim
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 from derain.inference.restore import InferenceOptions
 from derain.serve import ServeConfig, make_server
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from derain.checkpoints import save_checkpoint
+from derain.files.checkpoints import save_checkpoint
 from derain.cli import main
 from derain.models import build
 
@@ -115,7 +115,7 @@ def test_short_form_and_tiling_agree_with_the_api(rainy_dir, tiny_checkpoint, tm
     assert code == 0, err
     written = np.asarray(Image.open(tmp_path / "derained" / "rain-002.png"))
     import derain
-    from derain.imageio import read_image
+    from derain.files.imageio import read_image
     model, name = derain.load_model(None, tiny_checkpoint)
     api = derain.derain(read_image(rainy_dir / "rain-002.png").pixels, model, name)
     assert np.abs(np.rint(api * 255) - written).max() <= 1
@@ -130,7 +130,7 @@ def test_named_ensemble_from_the_cli_is_the_api_one(rainy_dir, tiny_checkpoint, 
     assert code == 0, err
     written = np.asarray(Image.open(out / "rain-001.png")).astype(np.float64)
     import derain
-    from derain.imageio import read_image
+    from derain.files.imageio import read_image
     model, name = derain.load_model(None, tiny_checkpoint)
     pixels = read_image(rainy_dir / "rain-001.png").pixels
     expected = np.rint(derain.derain(pixels, model, name, ensemble=ensemble) * 255)
@@ -275,7 +275,7 @@ def test_console_script_is_installed():
 
 def test_bundled_default_model_needs_no_flags(shared, tmp_path, monkeypatch, capsys):
     """`derain photo.png` with nothing else: the bundled model removes most of the rain of a Rain100L image."""
-    from derain.imageio import read_uint8_rgb
+    from derain.files.imageio import read_uint8_rgb
     from derain.metrics import psnr_ssim
     from derain.weights import default_checkpoint, default_model_name
 

@@ -13,7 +13,7 @@ from derain.compare import (PAD, CompareJob, _font, _line_height, _panel, auto_i
                             inset_box, parse_box, parse_named_folder, render_sheet)
 from derain.errors import DerainError
 from derain.fft_view import log_amplitude, luminance, to_grey_uint8
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 
 NAMES = ["rain-001", "rain-005"]
 

@@ -74,7 +74,7 @@ def test_the_cli_prints_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_every_committed_config_is_free_of_duplicates():
-    from derain.yamlload import load_yaml_file
+    from derain.files.yamlload import load_yaml_file
 
     for path in sorted((ROOT / "configs").rglob("*.yaml")):  # the archive too
         assert load_yaml_file(path) is not None, path

@@ -11,7 +11,7 @@ import pytest
 from derain.fsderain.config import load_finetune_config
 from derain.train.config import load_config
 from derain.train.recipe import is_recipe, load_recipe
-from derain.yamlload import load_yaml_file
+from derain.files.yamlload import load_yaml_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

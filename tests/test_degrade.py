@@ -11,7 +11,8 @@ from PIL import Image
 
 from derain.data.datasets import PairedPatches, load_clean_images, to_tensor
 from derain.data.degrade import (BlurConfig, HazeConfig, add_gaussian_noise, add_haze, add_low_light,
-                                 add_motion_blur, add_rain, blur_with_kernels, motion_kernels)
+                                 add_motion_blur, blur_with_kernels, motion_kernels)
+from derain.data.synth import add_rain
 from derain.data.pairs import find_pairs
 from derain.data.realsets import gopro_pairs, load_real_set, lol_pairs, real_set_pairs, sots_pairs
 from derain.data.tasks import (TASKS, TaskBatches, TaskSettings, load_synthetic_test_set, make_test_set,

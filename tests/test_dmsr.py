@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from derain.checkpoints import extract_state_dict, load_weights, read_checkpoint
+from derain.files.checkpoints import extract_state_dict, load_weights, read_checkpoint
 from derain.cli import main
 from derain.errors import DerainError
 from derain.inference.restore import InferenceOptions, restore

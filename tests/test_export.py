@@ -8,11 +8,12 @@ import torch
 pytest.importorskip("onnxruntime", reason="ONNX tests need the onnx extra: pip install -e '.[onnx]'")
 pytest.importorskip("onnxscript", reason="ONNX tests need the onnx extra: pip install -e '.[onnx]'")
 
-from derain.checkpoints import load_model  # noqa: E402
+from derain.weights.load import load_model  # noqa: E402
 from derain.cli import main  # noqa: E402
 from derain.errors import DerainError  # noqa: E402
-from derain.export import OnnxModel, export_checkpoint, export_onnx  # noqa: E402
-from derain.imageio import read_uint8_rgb  # noqa: E402
+from derain.inference.onnx import OnnxModel, export_onnx  # noqa: E402
+from derain.commands.export import export_checkpoint  # noqa: E402
+from derain.files.imageio import read_uint8_rgb  # noqa: E402
 from derain.inference.restore import InferenceOptions, restore  # noqa: E402
 from derain.models import build  # noqa: E402
 from derain.weights import default_checkpoint  # noqa: E402

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import derain.inference.precision as precision
-from derain.checkpoints import load_model
+from derain.weights.load import load_model
 from derain.inference.fastpath import FastPath, choose_fast_path, prepare_model
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 from derain.inference.restore import InferenceOptions, restore
 from derain.models import build
 from derain.weights import default_checkpoint

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from derain.checkpoints import load_model, read_checkpoint, save_checkpoint
+from derain.weights.load import load_model
+from derain.files.checkpoints import read_checkpoint, save_checkpoint
 from derain.cli import main
 from derain.errors import DerainError
 from derain.fsderain.config import LossConfig, load_finetune_config

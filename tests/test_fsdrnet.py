@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from derain.checkpoints import load_model, save_checkpoint
+from derain.weights.load import load_model
+from derain.files.checkpoints import save_checkpoint
 from derain.inference.restore import InferenceOptions, restore
 from derain.models import build, count_parameters, get_spec
 from derain.models.fsdrnet import TASKS, FSDRNet

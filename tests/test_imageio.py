@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from derain.errors import DerainError
-from derain.imageio import expand_inputs, read_image, read_uint8_rgb, write_image
+from derain.files.imageio import expand_inputs, read_image, read_uint8_rgb, write_image
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from derain.checkpoints import load_model, save_checkpoint
+from derain.weights.load import load_model
+from derain.files.checkpoints import save_checkpoint
 from derain.cli import main
 from derain.inference.restore import InferenceOptions, restore
 from derain.losses import build_loss

@@ -11,13 +11,13 @@ pytest.importorskip("onnxscript", reason="int8 tests need the onnx extra: pip in
 import onnx  # noqa: E402
 
 from derain.inference import hardware  # noqa: E402
-from derain.checkpoints import save_checkpoint  # noqa: E402
+from derain.files.checkpoints import save_checkpoint  # noqa: E402
 from derain.cli import main  # noqa: E402
-from derain.export import OnnxModel, export_onnx  # noqa: E402
-from derain.imageio import read_uint8_rgb  # noqa: E402
+from derain.inference.onnx import OnnxModel, export_onnx  # noqa: E402
+from derain.files.imageio import read_uint8_rgb  # noqa: E402
 from derain.models import build  # noqa: E402
-from derain.quantize import (META_PRECISION, boundary_convs, find_int8, int8_path_for,  # noqa: E402
-                             quantize_checkpoint, quantize_onnx, random_crops)
+from derain.inference.quantize import (META_PRECISION, boundary_convs, find_int8, int8_path_for, quantize_checkpoint,
+                                       quantize_onnx, random_crops)
 
 CONFIG = dict(widths=[8, 16, 16, 16], enc_blocks=[1, 1, 1, 1], dec_blocks=[1, 1, 1], unshuffle=1)
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2\n"

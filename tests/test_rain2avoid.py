@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from derain.cli import main
-from derain.imageio import read_uint8_rgb, write_image
+from derain.files.imageio import read_uint8_rgb, write_image
 from derain.models import build, count_parameters
 from derain.rain2avoid import ldgp as L
 from derain.rain2avoid import pseudo_gt as P

@@ -15,7 +15,7 @@ import torch
 from derain.data.rainstats import (ANALYSIS_SIDE, STAT_NAMES, RainStats, distribution_distance, rain_stats,
                                    stats_table, to_analysis_scale)
 from derain.data.synth import preset, synthesize
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 
 LIGHT = preset("light")
 

@@ -109,7 +109,7 @@ def test_real_preset_is_closer_to_the_real_photos_than_the_old_presets(shared):
     # The fit of docs/results.md in small: 20 real training photos against 12 synthetic images per preset.
     from derain.data.rainstats import distribution_distance, rain_stats
     from derain.data.realrain import split_real_photos
-    from derain.imageio import read_uint8_rgb
+    from derain.files.imageio import read_uint8_rgb
 
     train, _ = split_real_photos(shared("data/real-rain"))
     real = [rain_stats(read_uint8_rgb(p)) for p in train[::6]]
@@ -137,7 +137,7 @@ def test_real_photo_split_holds_out_thirty(shared):
 
 def test_heavy_val_backgrounds_are_left_out_of_training(shared, tmp_path):
     from derain.data.heavyval import held_out_backgrounds, is_held_out, make_pair
-    from derain.imageio import read_uint8_rgb
+    from derain.files.imageio import read_uint8_rgb
     from derain.train.batches import TrainBatches
     from derain.train.config import DataConfig
 
@@ -195,8 +195,8 @@ def test_grown_network_starts_from_the_same_function():
 
 
 def test_rain100l_specialist_is_bundled_and_selectable():
-    from derain.checkpoints import load_model
-    from derain.runner import resolve_weights
+    from derain.weights.load import load_model
+    from derain.weights.resolve import resolve_weights
 
     path = resolve_weights("fastderain-rain100l", None)
     assert Path(path).name == "rain100l.safetensors"
@@ -264,7 +264,7 @@ def test_working_side_removes_rain_at_the_networks_scale_and_keeps_detail():
 
 def test_derain_synth_writes_the_targets_of_night_scenes(tmp_path, capsys):
     from derain.cli import main
-    from derain.imageio import read_uint8_rgb, write_image
+    from derain.files.imageio import read_uint8_rgb, write_image
 
     folder = tmp_path / "clean"
     folder.mkdir()

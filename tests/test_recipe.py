@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from derain.checkpoints import load_model
+from derain.weights.load import load_model
 from derain.cli import main
 from derain.errors import DerainError
 from derain.models import build

@@ -19,7 +19,7 @@ def test_each_registered_parameter_count_is_the_built_networks(name):
 
 
 def test_models_lists_short_lines_marks_the_default_and_counts_the_bundled_weights(capsys):
-    from derain.checkpoints import load_model
+    from derain.weights.load import load_model
     from derain.weights import default_checkpoint
 
     assert main(["models"]) == 0

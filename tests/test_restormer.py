@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from derain.checkpoints import extract_state_dict, load_model, load_weights, read_checkpoint, save_checkpoint
+from derain.files.checkpoints import extract_state_dict, load_weights, read_checkpoint, save_checkpoint
+from derain.weights.load import load_model
 from derain.errors import DerainError
 from derain.models import build, count_parameters
 

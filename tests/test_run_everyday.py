@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from derain.cli import main
-from derain.imageio import read_provenance, read_uint8_rgb
+from derain.files.imageio import read_provenance, read_uint8_rgb
 
 SMALL = (72, 56)  # width, height: small enough for the bundled model to be quick, large enough to see rain
 

@@ -24,7 +24,7 @@ from torch import nn
 
 import derain
 from derain.errors import DerainError
-from derain.imageio import read_image, read_uint8_rgb
+from derain.files.imageio import read_image, read_uint8_rgb
 from derain.inference.restore import InferenceOptions, count_tiles
 from derain.serve import ServeConfig, make_server
 from derain.serve.catalog import ModelChoice, build_catalog

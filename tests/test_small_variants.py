@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from derain.checkpoints import load_model, save_checkpoint
+from derain.weights.load import load_model
+from derain.files.checkpoints import save_checkpoint
 from derain.inference.restore import InferenceOptions, restore
 from derain.models import build, get_spec
 from derain.models.unshuffled import Unshuffled

@@ -11,7 +11,7 @@ import torch
 
 from derain.cli import main
 from derain.data.synth import PRESETS, RainConfig, line_kernels, preset, sample_rain, synthesize
-from derain.imageio import read_uint8_rgb, write_image
+from derain.files.imageio import read_uint8_rgb, write_image
 
 LIGHT = preset("light")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from derain.errors import DerainError
-from derain.imageio import read_uint8_rgb
+from derain.files.imageio import read_uint8_rgb
 from derain.train import Trainer, load_config
 from derain.train.teacher import CACHE_NAME, mixed_target, teacher_outputs
 from test_train import TINY, write_config  # pytest puts tests/ on the path (no package)

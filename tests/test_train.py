@@ -219,7 +219,7 @@ def test_resume_gives_the_same_weights_as_one_run(tmp_path, shared, monkeypatch,
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     # The exported weights (last.safetensors) load by name alone, as `derain run --weights` does.
-    from derain.checkpoints import load_model
+    from derain.weights.load import load_model
     assert pieces.name == "last.safetensors"
     model, name = load_model(None, str(pieces))
     assert name == "fastderain"
@@ -244,7 +244,7 @@ def test_accumulating_two_batches_of_4_gives_the_update_of_one_batch_of_8(tmp_pa
 def test_channels_last_training_matches_contiguous_and_saves_loadable_weights(tmp_path, shared):
     """memory_format changes the layout, not the arithmetic: the same steps give the same weights (to float
     rounding), and the checkpoint of a channels-last run loads like any other."""
-    from derain.checkpoints import load_model
+    from derain.weights.load import load_model
 
     path = str(write_config(tmp_path, shared))
     common = TINY + ["precision=fp32", "total_steps=3"]

@@ -27,9 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def load_model(model: str | None = None, weights: Any = None) -> "tuple[nn.Module, str]":
     """Build a registered network and load a checkpoint into it; returns (model in eval mode, name)."""
-    from derain.checkpoints import load_model as _load
-    from derain.runner import resolve_weights
-    return _load(model, resolve_weights(model, weights))
+    from derain.weights.load import load_trained
+    return load_trained(model, weights)
 
 
 _sessions: "dict[tuple[str | None, str | None], Session]" = {}  # models loaded by name, once per process

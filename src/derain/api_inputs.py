@@ -194,7 +194,7 @@ def _refuse_animation(frames: int, label: str) -> None:
 def _restore_path(path: Path, restore: Restore, value_range: Any) -> Any:
     from PIL import Image
 
-    from derain.imageio import read_image
+    from derain.files.imageio import read_image
 
     if value_range is not None:
         raise DerainError("value_range is for float images; an image file has its own range")
@@ -211,7 +211,7 @@ def _restore_path(path: Path, restore: Restore, value_range: Any) -> Any:
 
 
 def _restore_bytes(data: bytes, restore: Restore, value_range: Any) -> bytes:
-    from derain.imageio import encode_image, read_image
+    from derain.files.imageio import encode_image, read_image
 
     if value_range is not None:
         raise DerainError("value_range is for float images; an image file has its own range")

@@ -14,16 +14,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from derain.checkpoints import load_model
+from derain.weights.load import load_model
 from derain.data import find_datasets
 from derain.errors import DerainError
 from derain.evaluate import ImageScore, SetScore, format_table
-from derain.imageio import read_image, read_uint8_rgb, write_image
+from derain.files.imageio import read_image, read_uint8_rgb, write_image
 from derain.inference.restore import InferenceOptions, prepare_for, resolve_device, restore
 from derain.metrics import describe, psnr_ssim
 from derain.models import count_parameters, get_spec
-from derain.overwrite import refuse_existing
-from derain.runner import resolve_weights
+from derain.files.outputs import refuse_existing
+from derain.weights.resolve import resolve_weights
 
 
 @dataclass

@@ -79,7 +79,7 @@ def _megapixels(text: str) -> float:
 def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: bool = True,
                     int8: bool = False) -> None:
     """Options shared by the commands that run a network; ``fast``: whether the fast path is the default;
-    ``int8``: whether ``--precision int8`` (an onnxruntime model, derain.quantize) is offered."""
+    ``int8``: whether ``--precision int8`` (an onnxruntime model, derain.inference.quantize) is offered."""
     if model_args:
         p.add_argument("--model", help="network name (see `derain models`); optional when the checkpoint names it")
         p.add_argument("--weights", help="checkpoint file (.pth/.pt/.safetensors; official Restormer format accepted)")
@@ -345,8 +345,9 @@ def _options(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from derain.imageio import DEFAULT_MAX_PIXELS, Encoding
-    from derain.runner import STDIO, RunJob, parse_shard, run
+    from derain.files.imageio import DEFAULT_MAX_PIXELS, Encoding
+    from derain.files.outputs import STDIO, parse_shard
+    from derain.runner import RunJob, run
     if args.json and args.output == "-":
         raise DerainError("--json prints to stdout, where -o - writes the image; use one of them")
     on_result = (lambda result: print(result.json_line(), flush=True)) if args.json else None
@@ -371,7 +372,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from derain.runner import parse_shard
+    from derain.files.outputs import parse_shard
     from derain.video import VideoJob, derain_video
     from derain.video.shard import join_pieces
     from derain.video.streams import EncodeSettings, parse_bitrate
@@ -399,7 +400,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from derain.export import export_checkpoint
+    from derain.commands.export import export_checkpoint
     report = export_checkpoint(args.model, args.weights, args.onnx, args.overwrite, args.tolerance)
     print(f"derain: wrote {report.path} ({report.model}, sides multiples of {report.size_multiple}); "
           f"checked on {report.check_shape[0]}x{report.check_shape[1]}: max abs difference from PyTorch "

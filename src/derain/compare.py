@@ -18,9 +18,9 @@ from PIL import Image, ImageDraw, ImageFont
 from derain.data.pairs import find_pairs, images_in, is_dataset, name_key
 from derain.errors import DerainError
 from derain.fft_view import log_amplitude, to_grey_uint8
-from derain.imageio import expand_inputs, read_uint8_rgb
+from derain.files.imageio import expand_inputs, read_uint8_rgb
 from derain.metrics import PROTOCOLS, describe, psnr_ssim
-from derain.overwrite import refuse_existing
+from derain.files.outputs import refuse_existing
 
 INSET_COLOUR = (230, 40, 40)
 BACKGROUND = (255, 255, 255)

@@ -16,9 +16,9 @@ from pathlib import Path
 from derain.data import find_datasets, is_dataset, pair_folders
 from derain.data.pairs import images_in, match_files
 from derain.errors import DerainError
-from derain.imageio import IMAGE_SUFFIXES, expand_inputs, read_uint8_rgb
+from derain.files.imageio import IMAGE_SUFFIXES, expand_inputs, read_uint8_rgb
 from derain.metrics import describe, niqe, psnr_ssim
-from derain.overwrite import refuse_existing
+from derain.files.outputs import refuse_existing
 
 
 @dataclass

@@ -23,14 +23,16 @@ from typing import Callable, Iterable
 import torch
 from tqdm import tqdm
 
-from derain.checkpoints import file_fingerprint, load_model
 from derain.errors import DerainError
-from derain.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, Encoding, encode_image, expand_input_tree,
-                            frame_count, read_image, read_provenance, write_image)
+from derain.files.checkpoints import file_fingerprint
+from derain.files.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, Encoding, encode_image,
+                                  expand_input_tree, frame_count, read_image, read_provenance, write_image)
 from derain.inference.restore import (InferenceOptions, count_tiles, describe_choice, prepare_for, resolve_device,
                                       resolve_tile, resolve_working_side, restore, set_task, size_multiple_of)
+from derain.files.outputs import STDIO, names_one_image, prepare_output_dir, run_outputs, shard_files, torchrun_shard
 from derain.models import get_spec
-from derain.weights import bundled_checkpoint
+from derain.weights.load import load_model
+from derain.weights.resolve import resolve_weights
 
 
 @dataclass
@@ -56,9 +58,6 @@ class RunJob:
     max_pixels: int = DEFAULT_MAX_PIXELS
     threads: int | None = None  # CPU threads for the network (None: torch's default)
     on_result: Callable[["FileResult"], None] | None = None  # called once per file, as it is done
-
-
-STDIO = Path("-")  # ``-`` as input: the image's bytes on stdin; as output: the result's bytes on stdout
 
 
 @dataclass
@@ -92,109 +91,6 @@ class RunReport:
     remade: list[Path] = field(default_factory=list)  # also in ``written``: outputs other weights had made
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n) with 0 <= i < n."""
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise DerainError(f"--shard expects I/N such as 0/4, got {text!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise DerainError(f"--shard {text}: need 0 <= I < N")
-    return index, count
-
-
-def torchrun_shard() -> tuple[int, int] | None:
-    """(rank, world size) when launched by torchrun with several processes, else None."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
-
-
-def shard_files(files: list[Path], shard: tuple[int, int] | None) -> list[Path]:
-    """The files (or their outputs) this process handles: every n-th one starting at i (sizes stay balanced)."""
-    if shard is None:
-        return files
-    index, count = shard
-    return files[index::count]
-
-
-_SAME_FORMAT = {".jpeg": (".jpg", ".jpeg"), ".tiff": (".tif", ".tiff")}  # --format names of an output's suffix
-
-
-def names_one_image(output: Path) -> bool:
-    """Whether ``-o output`` names one output image (``clean.png``, or ``-`` for stdout) rather than a folder;
-    an existing folder with such a name stays a folder."""
-    return output == STDIO or (output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir())
-
-
-def output_name(name: Path, suffix: str | None, name_suffix: str = "") -> Path:
-    """The output's path below the output folder for an input found as ``name``: the format ``suffix`` (else
-    the input's own, or PNG where the input's format cannot be written, e.g. GIF) and ``name_suffix``."""
-    ext = suffix or (name.suffix if name.suffix.lower() in IMAGE_SUFFIXES else ".png")
-    return name.with_name(name.stem + name_suffix + ext)
-
-
-def output_paths(files: list[Path], output_dir: Path, suffix: str | None, names: list[Path] | None = None,
-                 name_suffix: str = "") -> list[Path]:
-    """Output path of each input in ``output_dir`` (under its relative name in ``names``, else its file name);
-    two inputs that would land on the same output are an error."""
-    names = names or [Path(f.name) for f in files]
-    outputs = [output_dir / output_name(n, suffix, name_suffix) for n in names]
-    check_outputs(zip(files, outputs))
-    return outputs
-
-
-def run_outputs(files: list[Path], output: Path, suffix: str | None, names: list[Path] | None = None,
-                name_suffix: str = "") -> list[Path]:
-    """Output paths of ``derain run``: in the folder ``output``, or ``output`` itself when it is named like an
-    image (or is ``-``), which needs exactly one input (and a ``suffix``, if given, that agrees with its name)."""
-    if not names_one_image(output):
-        return output_paths(files, output, suffix, names, name_suffix)
-    if len(files) != 1:
-        raise DerainError(f"-o {output} names one image file but there are {len(files)} inputs; "
-                          "give an output folder instead")
-    if output == STDIO:
-        return [output]
-    if suffix and suffix.lower() not in _SAME_FORMAT.get(output.suffix.lower(), (output.suffix.lower(),)):
-        raise DerainError(f"--format {suffix.lstrip('.')} disagrees with the output name {output}")
-    check_outputs([(files[0], output)])
-    return [output]
-
-
-def check_outputs(pairs: Iterable[tuple[Path, Path]]) -> None:
-    """Refuse (input, output) plans where two inputs share an output or an output is its own input."""
-    seen: dict[Path, Path] = {}
-    for src, dst in pairs:
-        if dst in seen:
-            raise DerainError(f"{seen[dst]} and {src} would both be written to {dst}; run them separately")
-        if dst != STDIO and src != STDIO and dst.resolve() == src.resolve():
-            raise DerainError(f"output {dst} is the input itself; choose another output folder with -o")
-        seen[dst] = src
-
-
-def prepare_output_dir(output_dir: Path) -> None:
-    """Create ``output_dir`` if needed and check it can be written, with one clear line if not."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DerainError(f"cannot create output folder {output_dir}: {exc.strerror}") from None
-    if not output_dir.is_dir():
-        raise DerainError(f"output path {output_dir} exists and is not a folder")
-    if not os.access(output_dir, os.W_OK | os.X_OK):
-        raise DerainError(f"output folder {output_dir} is not writable")
-
-
-def resolve_weights(model: str | None, weights: str | None) -> str:
-    """The checkpoint to use: the one given, else the bundled default model, else a clear error."""
-    if weights is not None:
-        return weights
-    bundled = bundled_checkpoint(model)
-    if bundled is not None:
-        return str(bundled)
-    what = f"no trained weights for {model!r} are bundled" if model else "no trained default model is bundled yet"
-    raise DerainError(f"{what}; pass --weights CHECKPOINT (and --model NAME if the checkpoint does not name "
-                      "its network, e.g. --model restormer for the official deraining.pth)")
-
-
 def load_for_backend(job: RunJob, device: torch.device) -> tuple[torch.nn.Module, str, int]:
     """(network on ``device``, its registry name, its size multiple) for ``job.backend``."""
     if job.backend == "torch":
@@ -210,7 +106,7 @@ def load_for_backend(job: RunJob, device: torch.device) -> tuple[torch.nn.Module
                           "`derain export --onnx MODEL.onnx [--weights CHECKPOINT]`")
     if device.type != "cpu":
         raise DerainError("--backend onnxruntime runs on the CPU here; use --device cpu or the torch backend")
-    from derain.export import OnnxModel
+    from derain.inference.onnx import OnnxModel
 
     model = OnnxModel(job.weights)
     if job.model is not None and job.model != model.name:
@@ -220,13 +116,13 @@ def load_for_backend(job: RunJob, device: torch.device) -> tuple[torch.nn.Module
 
 def _int8_model(job: RunJob, device: torch.device) -> torch.nn.Module | None:
     """The int8 onnxruntime model where ``--precision int8`` asks for it or the CPU rule picks it
-    (:func:`derain.quantize.int8_model_for_run`), said once on stderr; else None."""
+    (:func:`derain.inference.quantize.int8_model_for_run`), said once on stderr; else None."""
     if job.options.precision == "int8" and device.type != "cpu":
         raise DerainError("--precision int8 runs on the CPU (onnxruntime); use --device cpu")
     if device.type != "cpu":
         return None
-    from derain.export import OnnxModel
-    from derain.quantize import int8_model_for_run
+    from derain.inference.onnx import OnnxModel
+    from derain.inference.quantize import int8_model_for_run
 
     path = int8_model_for_run(job.options.precision, job.options.fast, job.model, job.weights)
     if path is None:

@@ -61,11 +61,11 @@ class Session:
             if model is not None and not isinstance(model, str):
                 raise DerainError(f"model must be a registry name, a loaded network or None, not a "
                                   f"{type(model).__name__}")
-            from derain import load_model
+            from derain.weights.load import load_trained
 
             if weights is None:
                 _check_bundled(model)
-            network, self.name = load_model(model, None if weights is None else str(weights))
+            network, self.name = load_trained(model, weights)
             self.device = resolve_device(device or "auto")
             device = str(self.device)  # a network loaded here goes to the session's device
         self.network = network.to(self.device) if device else network

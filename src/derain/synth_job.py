@@ -18,7 +18,7 @@ import torch
 
 from derain.data.synth import preset, synthesize_pair
 from derain.errors import DerainError
-from derain.imageio import expand_inputs, read_image, write_image
+from derain.files.imageio import expand_inputs, read_image, write_image
 
 
 @dataclass
@@ -50,7 +50,7 @@ def synth_outputs(files: list[Path], output_dir: Path, count: int) -> list[list[
     """Output paths of each input (``count`` of them); two inputs landing on one output are an error."""
     outputs = [[output_dir / f.name] if count == 1 else [output_dir / f"{f.stem}_{k}{f.suffix}"
                                                           for k in range(1, count + 1)] for f in files]
-    from derain.runner import check_outputs
+    from derain.files.outputs import check_outputs
 
     check_outputs((src, dst) for src, dsts in zip(files, outputs) for dst in dsts)
     return outputs
@@ -58,7 +58,7 @@ def synth_outputs(files: list[Path], output_dir: Path, count: int) -> list[list[
 
 def synth(job: SynthJob) -> SynthReport:
     """Write the rainy versions of every input image of ``job``."""
-    from derain.runner import prepare_output_dir
+    from derain.files.outputs import prepare_output_dir
 
     if job.count < 1:
         raise DerainError(f"--count must be at least 1, got {job.count}")

@@ -20,7 +20,7 @@ from derain.errors import DerainError
 def load_pairs(root: str | Path, limit: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, input, target) uint8 HxWx3 arrays of every pair under ``root`` (``limit``: the first N)."""
     from derain.data import find_pairs  # the pairing rules live in derain.data
-    from derain.imageio import read_uint8_rgb
+    from derain.files.imageio import read_uint8_rgb
 
     root = Path(root)
     if not root.exists():
@@ -44,7 +44,7 @@ def load_clean_images(roots: str) -> list[tuple[str, np.ndarray]]:
 
     These are the clean sources of synthetic rain (e.g. ``../shared/data/clean`` with CBSD68 and Kodak24).
     """
-    from derain.imageio import IMAGE_SUFFIXES, natural_key, read_uint8_rgb
+    from derain.files.imageio import IMAGE_SUFFIXES, natural_key, read_uint8_rgb
 
     out = []
     for part in (r.strip() for r in roots.split(",")):

@@ -7,7 +7,7 @@ from ranges held in small frozen dataclasses (like :class:`derain.data.synth.Rai
 that have interesting hidden parameters (depth, transmission, kernels, gains) return them too, for tests and
 for physically-guided heads that may want them as extra supervision.
 
-Rain is not duplicated here: :func:`add_rain` is a thin wrapper around :func:`derain.data.synth.synthesize`.
+Rain is not duplicated here: :func:`derain.data.synth.add_rain` is the rain of the all-in-one tasks.
 """
 from __future__ import annotations
 
@@ -290,12 +290,3 @@ def add_low_light(clean: torch.Tensor, generator: torch.Generator,
     if config.quantize:
         noisy = _quantize(noisy)
     return noisy, {"gamma": gamma, "gain": gain, "photons": photons, "read": read}
-
-
-# ------------------------------------------------------------------------------------------------------ rain
-def add_rain(clean: torch.Tensor, generator: torch.Generator, preset: str = "light",
-             wrap: bool = True) -> torch.Tensor:
-    """Synthetic rain from :mod:`derain.data.synth` (preset ``light`` is calibrated on RainTrainL)."""
-    from derain.data import synth
-
-    return synth.synthesize(clean, synth.preset(preset), generator, wrap=wrap).float().clamp_(0.0, 1.0)

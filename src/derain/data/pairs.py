@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from derain.errors import DerainError
-from derain.imageio import IMAGE_SUFFIXES, natural_key
+from derain.files.imageio import IMAGE_SUFFIXES, natural_key
 
 LAYOUTS: tuple[tuple[str, str], ...] = (
     ("input", "target"), ("rainy", "clean"), ("rain", "norain"), ("inputcrop", "cleancrop"), ("input", "gt"),

@@ -14,7 +14,7 @@ import numpy as np
 
 from derain.data.pairs import Pair, images_in
 from derain.errors import DerainError
-from derain.imageio import natural_key
+from derain.files.imageio import natural_key
 
 
 def _folder(root: str | Path) -> Path:
@@ -138,7 +138,7 @@ def real_set_pairs(kind: str, root: str | Path, **options: str) -> list[Pair]:
 def load_real_set(kind: str, root: str | Path, limit: int | None = None,
                   **options: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, input, target) uint8 H x W x 3 arrays of a real set, the format of ``load_pairs``."""
-    from derain.imageio import read_uint8_rgb
+    from derain.files.imageio import read_uint8_rgb
 
     pairs = real_set_pairs(kind, root, **options)[:limit]
     out = []

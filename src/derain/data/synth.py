@@ -438,3 +438,9 @@ def synthesize_pair(clean: torch.Tensor, config: RainConfig, generator: torch.Ge
     rain = sample_rain(batch, height, width, config, generator, wrap)
     return composite(clean, rain, config.mode), scene(clean, rain)
 
+
+def add_rain(clean: torch.Tensor, generator: torch.Generator, preset_name: str = "light",
+             wrap: bool = True) -> torch.Tensor:
+    """Synthetic rain of preset ``preset_name`` (``light`` is calibrated on RainTrainL) on a clean batch, in [0, 1]: the rain
+    degradation of the all-in-one tasks (:mod:`derain.data.degrade` holds the others)."""
+    return synthesize(clean, preset(preset_name), generator, wrap=wrap).float().clamp_(0.0, 1.0)

@@ -30,7 +30,8 @@ import torch
 
 from derain.data.datasets import PairedPatches, load_clean_images, load_pairs, to_tensor
 from derain.data.degrade import (BlurConfig, HazeConfig, LowLightConfig, add_gaussian_noise, add_haze,
-                                 add_low_light, add_motion_blur, add_rain)
+                                 add_low_light, add_motion_blur)
+from derain.data.synth import add_rain
 from derain.errors import DerainError
 
 TASKS: tuple[str, ...] = ("rain", "haze", "noise", "blur", "lowlight")

@@ -49,7 +49,8 @@ def load_source(checkpoint: str | Path, model: str | None = None) -> tuple[nn.Mo
     ``checkpoint`` may be a run folder (its ``last.safetensors``); ``model`` names the network when the
     file does not (e.g. ``restormer`` for the official ``deraining.pth``).
     """
-    from derain.checkpoints import FORMAT_TAG, load_model, read_checkpoint
+    from derain.files.checkpoints import FORMAT_TAG, read_checkpoint
+    from derain.weights.load import load_model
 
     try:
         path = weights_path_for(checkpoint)
@@ -96,7 +97,7 @@ class ResizedPairs:
 
 def load_images(roots: str, what: str, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
     """(name, HxWx3 uint8) of the images under comma-separated folders (recursive), naturally sorted."""
-    from derain.imageio import IMAGE_SUFFIXES, natural_key, read_uint8_rgb
+    from derain.files.imageio import IMAGE_SUFFIXES, natural_key, read_uint8_rgb
 
     files: list[Path] = []
     for part in (r.strip() for r in roots.split(",") if r.strip()):
@@ -124,7 +125,7 @@ def paired_training_data(root: str, limit: int | None) -> Pairs:
 def unpaired_training_images(root: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
     """Rainy photos for the unpaired mode: a folder of images, or the inputs of a paired set (its clean
     targets are never used, so they cannot leak into unpaired training)."""
-    from derain.imageio import read_uint8_rgb
+    from derain.files.imageio import read_uint8_rgb
 
     folder = Path(root)
     if folder.is_dir() and is_dataset(folder):
@@ -277,7 +278,7 @@ class FineTuner:
     # ----- checkpoints and validation --------------------------------------------------------------------
     def save(self, name: str, epoch: int, kind: str) -> Path:
         """The network's weights (no FrequencyEncoder) as a self-describing checkpoint in the run folder."""
-        from derain.checkpoints import save_checkpoint
+        from derain.files.checkpoints import save_checkpoint
 
         extra = {"step": self.step, "epoch": epoch, "kind": kind, "finetuned_from": self.source,
                  "recipe": "fsderain-unpaired" if self.config.unpaired else "fsderain",

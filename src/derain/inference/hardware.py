@@ -80,7 +80,7 @@ def _kind_without_cpuinfo() -> CpuKind:
 
 
 # Inference paths on the CPU: float32 (the fast path, equal to the reference), native bf16 (the fast path with
-# bf16 weights or autocast), int8 (an onnxruntime model quantised by derain.quantize).
+# bf16 weights or autocast), int8 (an onnxruntime model quantised by derain.inference.quantize).
 CPU_PATHS = ("fp32", "bf16", "int8")
 
 

@@ -77,7 +77,7 @@ def find_vgg16_weights(path: str | Path | None = None) -> Path:
 def load_vgg16_trunk(path: str | Path | None = None, normalize: bool = False) -> VGG16Trunk:
     """A frozen, eval-mode :class:`VGG16Trunk` with torchvision-format ImageNet weights (see the module
     docstring for where they are looked up)."""
-    from derain.checkpoints import extract_state_dict, load_weights, read_checkpoint
+    from derain.files.checkpoints import extract_state_dict, load_weights, read_checkpoint
 
     weights = find_vgg16_weights(path)
     trunk = VGG16Trunk(normalize=normalize)

@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from derain.errors import DerainError
-from derain.imageio import expand_inputs, read_image, read_uint8_rgb, write_image
+from derain.files.imageio import expand_inputs, read_image, read_uint8_rgb, write_image
 from derain.inference.restore import pad_to_multiple, padded_forward, resolve_device
 from derain.rain2avoid.ldgp import VARIANTS, ldgp
 from derain.rain2avoid.pseudo_gt import PseudoGT, pseudo_gt
 from derain.rain2avoid.unet import R2AUNet
-from derain.runner import output_paths, prepare_output_dir
+from derain.files.outputs import output_paths, prepare_output_dir
 from derain.train.loop import autocast_dtype
 from derain.train.schedules import warmup_cosine
 

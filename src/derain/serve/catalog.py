@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from derain.checkpoints import load_model
+from derain.weights.load import load_model
 from derain.errors import DerainError
 from derain.inference.restore import size_multiple_of
 from derain.models import get_spec, list_specs

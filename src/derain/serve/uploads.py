@@ -2,7 +2,7 @@
 
 An upload is fully decoded once when it arrives, so that a file that is not an image, is truncated or is
 too large gets a clear HTTP error at once; only its compressed bytes wait in the queue. The model's decoder
-(:func:`derain.imageio.read_image`: EXIF orientation, 16-bit, alpha) reads the bytes; nothing is written
+(:func:`derain.files.imageio.read_image`: EXIF orientation, 16-bit, alpha) reads the bytes; nothing is written
 anywhere.
 
 An upload arrives either as the file's raw bytes (the page, ``curl --data-binary @photo.jpg``) or as a
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from derain.errors import DerainError
-from derain.imageio import LoadedImage, check_png_complete, read_image
+from derain.files.imageio import LoadedImage, check_png_complete, read_image
 
 # Suffix that makes read_image take the right path (16-bit PNG/TIFF go through OpenCV).
 _SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
@@ -171,7 +171,7 @@ def encode_result(png: bytes, fmt: str, quality: int | None = None, jpeg: object
     """The result ``png`` re-encoded as ``fmt`` (a :data:`RESULT_FORMATS` key), keeping EXIF and ICC.
 
     JPEG without a ``quality`` reuses the upload's own quantization tables and chroma subsampling when it was
-    a JPEG (``jpeg``: its :class:`derain.imageio.JpegSettings`), so the result is about the size of the photo
+    a JPEG (``jpeg``: its :class:`derain.files.imageio.JpegSettings`), so the result is about the size of the photo
     sent; otherwise ``quality`` (default :data:`DEFAULT_QUALITY`). 16-bit results become 8-bit.
     """
     kind = RESULT_FORMATS[fmt][0]

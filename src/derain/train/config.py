@@ -2,7 +2,7 @@
 
 Every key of the YAML file must be a field of the matching dataclass and have its type; anything else fails
 with one line that names the dotted key (``optim.lrr: unknown key``), so a typo never silently trains with a
-default; a key written twice is refused with both line numbers (:mod:`derain.yamlload`). ``--set key=value``
+default; a key written twice is refused with both line numbers (:mod:`derain.files.yamlload`). ``--set key=value``
 overrides use the same dotted keys and YAML syntax for the value. A file may name ``base: other.yaml`` (relative
 to itself) and hold only what differs from it (:func:`read_config_mapping`).
 """
@@ -18,7 +18,7 @@ from typing import Any, Union
 from derain.data.datasets import AUGMENTATIONS
 from derain.data.tasks import TASKS
 from derain.errors import DerainError
-from derain.yamlload import load_yaml_file, load_yaml_text
+from derain.files.yamlload import load_yaml_file, load_yaml_text
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Files in the run folder (``<out_dir>/<name>/``):
 
 - ``last.safetensors``: the weights to use (EMA weights when ``ema_decay`` > 0), written by
-  :func:`derain.checkpoints.save_checkpoint` with the model name and config in its metadata, so
+  :func:`derain.files.checkpoints.save_checkpoint` with the model name and config in its metadata, so
   ``derain run --weights`` needs nothing else;
 - ``last.state.pt``: the resume state (raw weights, optimiser, EMA, schedule, RNG and sampler states of every
   process, step), a torch file because it holds Python objects as well as tensors;
@@ -200,7 +200,8 @@ class Trainer:
         return [s for s in self._stages() if s.start <= step][-1]
 
     def _warm_start(self, path: str) -> None:
-        from derain.checkpoints import load_model, load_weights
+        from derain.weights.load import load_model
+        from derain.files.checkpoints import load_weights
 
         weights = weights_path_for(path)
         source, name = load_model(self.config.model.name, weights)
@@ -233,7 +234,7 @@ class Trainer:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     def _load_state(self, resume: str) -> None:
-        from derain.checkpoints import load_weights
+        from derain.files.checkpoints import load_weights
 
         path = state_path_for(resume)
         if not path.is_file():
@@ -280,7 +281,7 @@ class Trainer:
         return model
 
     def _save_weights(self, path: Path, model: torch.nn.Module, kind: str) -> None:
-        from derain.checkpoints import save_checkpoint
+        from derain.files.checkpoints import save_checkpoint
 
         extra = {"step": self.step, "kind": kind, "train_config": self.config.to_dict()}
         save_checkpoint(path, model, self.config.model.name, self.model_config, extra=extra)  # atomic

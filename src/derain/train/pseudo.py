@@ -58,7 +58,7 @@ def pseudo_pairs(folder: str | Path, side: int, teacher: str | Path, ensemble: s
                  cache_dir: Path | None = None, device: torch.device | None = None,
                  log: Callable[[str], None] = print) -> list[Pair]:
     """(name, photo, pseudo-target) of every training photo of ``folder`` (held-out photos excluded)."""
-    from derain.imageio import read_uint8_rgb
+    from derain.files.imageio import read_uint8_rgb
     from derain.train.teacher import distilled_pairs
 
     train, held = _training_photos(folder)
@@ -75,7 +75,7 @@ def real_rain_layers(folder: str | Path, side: int, log: Callable[[str], None] =
     the network sees it at inference; the held-out photos are never loaded.
     """
     from derain.data.rainstats import rain_layer
-    from derain.imageio import read_uint8_rgb
+    from derain.files.imageio import read_uint8_rgb
 
     train, held = _training_photos(folder)
     out = []

@@ -21,8 +21,8 @@ from derain.errors import DerainError
 from derain.inference.restore import (InferenceOptions, prepare_for, resolve_device, resolve_tile,
                                       resolve_working_side, restore)
 from derain.models import get_spec
-from derain.overwrite import refuse_existing
-from derain.runner import torchrun_shard
+from derain.files.outputs import refuse_existing
+from derain.files.outputs import torchrun_shard
 from derain.video.shard import piece_path, shard_span, shard_tag
 from derain.video.streams import (EncodeSettings, Frame, Span, VideoInfo, choose_encoder, probe, require_av,
                                   span_of, transcode)
@@ -154,13 +154,13 @@ def derain_video(job: VideoJob) -> VideoReport:
     margin = temporal_options.radius if job.temporal else 0  # neighbours read beyond each end, not written
     span = shard_span(info, job.encode, shard, margin) if shard else span_of(job.encode, margin)
 
-    from derain import load_model
+    from derain.weights.load import load_trained
 
     device_name = job.device
     if device_name == "auto" and shard is not None and torch.cuda.is_available():  # one GPU per process
         device_name = f"cuda:{int(os.environ.get('LOCAL_RANK', shard[0])) % torch.cuda.device_count()}"
     device = resolve_device(device_name)
-    model, name = load_model(job.model, job.weights)
+    model, name = load_trained(job.model, job.weights)
     derain = frame_derainer(model.to(device), name, job.options, device)
 
     mode = "temporal" if job.temporal else "single-frame"

@@ -6,8 +6,9 @@ Accepted on load:
 - ``{'params': ...}`` / ``{'params_ema': ...}`` (BasicSR, the official Restormer release);
 - ``{'state_dict': ...}`` / ``{'model': ...}`` (Lightning-style and most training scripts);
 - our self-describing format ``{'format': 'derain', 'model': name, 'config': {...}, 'params': ...}``, which lets
-  ``derain run --weights FILE`` rebuild the network without being told its name or configuration (for the
-  other formats, :mod:`derain.models.detect` recognises the network from the weights' keys and shapes);
+  ``derain run --weights FILE`` rebuild the network without being told its name or configuration
+  (:func:`derain.weights.load.load_model`; for the other formats, :mod:`derain.models.detect` recognises the
+  network from the weights' keys and shapes);
 - ``.safetensors`` files (when the ``safetensors`` package is installed), with our JSON header in the metadata.
 
 ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes are stripped. Files are always read
@@ -19,17 +20,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from derain.errors import DerainError
-from derain.models import build, get_spec, list_specs, same_network
-from derain.models.detect import describe_detection, detect_model
 
 FORMAT_TAG = "derain"
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network")
@@ -119,43 +117,6 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str 
         raise DerainError(f"{what} does not fit {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(dict(state), strict=True)
     return model
-
-
-def _to_stderr(message: str) -> None:
-    print(f"derain: {message}", file=sys.stderr)
-
-
-def load_model(model: str | None, weights: str | Path,
-               say: Callable[[str], None] = _to_stderr) -> tuple[nn.Module, str]:
-    """Build the network a checkpoint needs and load it; returns (model in eval mode, model name).
-
-    A self-describing checkpoint supplies its model name and configuration; ``model`` names a registered
-    network built with its default configuration (e.g. ``restormer`` for the official ``deraining.pth``);
-    without either, the network and its hyperparameters are recognised from the weights
-    (:func:`derain.models.detect.detect_model`) and ``say`` tells which.
-    """
-    obj = read_checkpoint(weights)
-    described = obj.get("format") == FORMAT_TAG
-    name = model or (obj.get("model") if described else None)
-    state = extract_state_dict(obj)
-    if name is None:
-        # A bare or official state_dict: the network and its hyperparameters are read from its keys and shapes.
-        try:
-            name, config = detect_model(state)
-        except DerainError as exc:
-            raise DerainError(f"{weights} does not say which network it holds, and {exc}") from None
-        say(f"{Path(weights).name}: recognised {describe_detection(name, config)} from its keys and shapes")
-        net = build(name, **config)
-        load_weights(net, state, what=f"checkpoint {Path(weights).name}")
-        return net.eval(), name
-    spec = get_spec(name)
-    held = obj.get("model") if described else None
-    if held is not None and held != name and not (held in {s.name for s in list_specs()} and same_network(held, name)):
-        raise DerainError(f"{weights} is a checkpoint of model {held!r}, not {name!r}")
-    config = dict(obj.get("config") or {}) if held is not None else {}
-    net = build(spec.name, **config)
-    load_weights(net, state, what=f"checkpoint {Path(weights).name}")
-    return net.eval(), spec.name
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, config: Mapping[str, Any],

@@ -33,11 +33,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from derain.checkpoints import file_fingerprint
+from derain.files.checkpoints import file_fingerprint
 from derain.errors import DerainError
-from derain.export import META_MODEL, META_MULTIPLE, OnnxModel, _check_input, _require, export_onnx
+from derain.inference.onnx import META_MODEL, META_MULTIPLE, OnnxModel, _check_input, _require, export_onnx
 
-META_PRECISION = "derain.inference.precision"
+META_PRECISION = "derain.precision"
 META_SOURCE = "derain.source"  # fingerprint of the float checkpoint the int8 model was made from
 # Ops whose inputs and outputs are quantised (measured choice, docs/performance.md): the convolutions, the
 # activations between two of them, the residual sums and the pixel shuffles, so the features stay uint8 from
@@ -147,7 +147,7 @@ def quantize_onnx(float_path: str | Path, output: str | Path, patches: Sequence[
     ``keep_float``: Conv node names left in float32 (default: :func:`boundary_convs` and the ``float_tail``
     convolutions before the last one, in the graph's order, which is the forward's); ``method``: ``percentile``
     (99.999%) or ``minmax`` activation ranges; ``reduce_range``: 7-bit weights. The file keeps the derain metadata, so
-    :class:`derain.export.OnnxModel` runs it like any export.
+    :class:`derain.inference.onnx.OnnxModel` runs it like any export.
     """
     for module in ("onnx", "onnxruntime"):
         _require(module)
@@ -210,11 +210,11 @@ def quantize_checkpoint(model: str | None, weights: str | None, patches: Sequenc
                         output: str | Path | None = None, overwrite: bool = False, **options) -> QuantizeReport:
     """Export a checkpoint (default: the bundled model) to ONNX and write its int8 version to ``output``
     (default: :func:`int8_path_for` the checkpoint, where ``derain run`` looks for it)."""
-    from derain.checkpoints import load_model
+    from derain.weights.load import load_model
     from derain.inference.restore import size_multiple_of
     from derain.models import get_spec
-    from derain.overwrite import refuse_existing
-    from derain.runner import resolve_weights
+    from derain.files.outputs import refuse_existing
+    from derain.weights.resolve import resolve_weights
 
     checkpoint = resolve_weights(model, weights)
     output = Path(output) if output is not None else int8_path_for(checkpoint)
@@ -254,7 +254,7 @@ def int8_model_for_run(precision: str, fast: bool, model: str | None, weights: s
     uses that version where it exists and the CPU rule picks int8 (:func:`derain.inference.precision.cpu_inference_precision`).
     """
     from derain.inference.precision import cpu_inference_precision
-    from derain.runner import resolve_weights
+    from derain.weights.resolve import resolve_weights
 
     if precision == "int8" and weights is not None and Path(weights).suffix == ".onnx":
         return Path(weights)

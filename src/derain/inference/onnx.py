@@ -170,24 +170,3 @@ class OnnxModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run(x.detach().cpu().float().numpy()))
-
-
-def export_checkpoint(model: str | None, weights: str | None, output: str | Path, overwrite: bool = False,
-                      tolerance: float = DEFAULT_TOLERANCE) -> ExportReport:
-    """``derain export --onnx``: load a checkpoint (default: the bundled model) and export it, checked."""
-    from derain.checkpoints import load_model
-    from derain.inference.restore import size_multiple_of
-    from derain.models import get_spec
-    from derain.overwrite import refuse_existing
-    from derain.runner import resolve_weights
-
-    output = Path(output)
-    if output.suffix != ".onnx":
-        raise DerainError(f"the ONNX file name must end in .onnx, got {output}")
-    refuse_existing([output], overwrite)
-    if not output.parent.is_dir():
-        raise DerainError(f"output folder {output.parent} does not exist")
-    net, name = load_model(model, resolve_weights(model, weights))
-    # The network's own multiple, as derain.inference.restore.restore pads to it (a checkpoint's configuration may differ
-    # from the registry's default one).
-    return export_onnx(net, name, output, size_multiple_of(net, get_spec(name).size_multiple), tolerance)
