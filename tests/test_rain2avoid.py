@@ -15,6 +15,8 @@ from derain.rain2avoid import ldgp as L
 from derain.rain2avoid import pseudo_gt as P
 from derain.rain2avoid.selfsup import SelfSupConfig, resolve
 
+import rain2avoid_oracles as R  # the official scripts' definitions, test-only (tests/)
+
 
 def rainy(shared, name: str) -> np.ndarray:
     return read_uint8_rgb(shared("data/rain100l/rainy") / name)
@@ -35,9 +37,9 @@ def crop_and_mask(shared) -> tuple[np.ndarray, np.ndarray]:
 def test_hog_sums_torch_match_reference(shared):
     image = rainy(shared, "rain-002.png")[:160, :160]
     grey = L.grey_opencv(torch.from_numpy(np.array(image)).permute(2, 0, 1)).numpy().astype(np.uint8)
-    assert np.array_equal(grey, L.grey_opencv4_reference(image))
+    assert np.array_equal(grey, R.grey_opencv4_reference(image))
     patches = np.stack([grey[y:y + 80, x:x + 80] for x in (0, 80) for y in (0, 80)])
-    ref = np.stack([L.hog_orientation_sums_reference(p) for p in patches])
+    ref = np.stack([R.hog_orientation_sums_reference(p) for p in patches])
     fast = L.hog_orientation_sums(torch.from_numpy(patches).float()).numpy()
     np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-5)
 
@@ -46,7 +48,7 @@ def test_hog_sums_torch_match_reference(shared):
 def test_ldgp_implementations_agree_on_real_images(shared, name, box):
     y0, x0, y1, x1 = box
     image = np.ascontiguousarray(rainy(shared, name)[y0:y1, x0:x1])
-    ref, fast = L.ldgp_reference(image), L.ldgp(image)
+    ref, fast = R.ldgp_reference(image), L.ldgp(image)
     assert (fast.angle, fast.raw_angle) == (ref.angle, ref.raw_angle)
     assert fast.angle != 0  # a rotated case: the warp, threshold and opening are all exercised
     a, b = ref.mask > 0, fast.mask > 0
@@ -73,7 +75,7 @@ def _grating(size: int, normal_deg: float) -> np.ndarray:
 def test_ldgp_finds_the_streak_angle_and_keeps_the_streaks():
     # Gradients at 42.5 degrees, the centre of bin 8: the official angle is bin * 5 = 40.
     image = _grating(240, 42.5)
-    for impl in (L.ldgp, L.ldgp_reference):
+    for impl in (L.ldgp, R.ldgp_reference):
         result = impl(image, "nlss")
         assert (result.raw_angle, result.angle) == (40, 40)
     mask = L.ldgp(image, "nlss").mask > 0
@@ -101,7 +103,7 @@ def test_icassp_candidate_sets_match_the_loop(crop_and_mask):
     _, mask = crop_and_mask
     valid = P.icassp_candidates(torch.from_numpy(mask))
     targets = P.icassp_targets(torch.from_numpy(mask), valid)
-    loop = P.icassp_candidates_loop(mask)
+    loop = R.icassp_candidates_loop(mask)
     ys, xs = targets.nonzero(as_tuple=True)
     assert set(zip(ys.tolist(), xs.tolist())) == set(loop) and len(loop) > 100
     for y, x in loop:
@@ -112,7 +114,7 @@ def test_icassp_sampling_is_uniform_over_the_candidates(crop_and_mask):
     image, mask = crop_and_mask
     num = 4000
     pgt = P.icassp_pseudo_gt(image, mask, num=num, generator=torch.Generator().manual_seed(0))
-    loop = P.icassp_candidates_loop(mask)
+    loop = R.icassp_candidates_loop(mask)
     w = mask.shape[1]
     dy, dx = P._offsets(7)
     for n in range(0, pgt.target.numel(), 97):  # a spread of pixels
@@ -128,13 +130,13 @@ def test_icassp_sampling_is_uniform_over_the_candidates(crop_and_mask):
 
 def test_icassp_loop_and_vectorised_fill_the_same_pixels_from_the_same_sets(crop_and_mask):
     image, mask = crop_and_mask
-    loop = P.icassp_pseudo_gt_loop(image, mask, num=30, rng=np.random.RandomState(0))
+    loop = R.icassp_pseudo_gt_loop(image, mask, num=30, rng=np.random.RandomState(0))
     fast = P.icassp_pseudo_gt(image, mask, num=30, generator=torch.Generator().manual_seed(0))
     fast_images = fast.stack().permute(0, 2, 3, 1).numpy()
     changed_loop = (loop != image[None]).any(-1).any(0)
     changed_fast = (fast_images != image[None]).any(-1).any(0)
     assert not (changed_loop & (mask == 0)).any() and not (changed_fast & (mask == 0)).any()
-    candidates = P.icassp_candidates_loop(mask)
+    candidates = R.icassp_candidates_loop(mask)
     for (y, x), offsets in list(candidates.items())[::50]:
         allowed = {tuple(image[y + o // 7 - 3, x + o % 7 - 3]) for o in offsets}
         assert {tuple(v) for v in loop[:, y, x]} <= allowed
@@ -147,7 +149,7 @@ def test_icassp_row_break_quirk():
     valid = P.icassp_candidates(torch.from_numpy(mask))
     quirk = P.icassp_targets(torch.from_numpy(mask), valid, row_break=True)
     clean = P.icassp_targets(torch.from_numpy(mask), valid, row_break=False)
-    loop = P.icassp_candidates_loop(mask)
+    loop = R.icassp_candidates_loop(mask)
     assert set(zip(*[t.tolist() for t in quirk.nonzero(as_tuple=True)])) == set(loop)
     assert not quirk[9, 13:].any() and quirk[9, 10:13].all()  # the row stops at the first empty window
     assert clean[9, 17:20].all()
@@ -157,7 +159,7 @@ def test_nss_candidates_weights_and_samples_match_the_loop(crop_and_mask):
     image, mask = crop_and_mask
     targets, weights = P.nss_weights(image, mask)
     probs = P.nss_probabilities(weights)
-    loop = P.nss_candidates_loop(image, mask)
+    loop = R.nss_candidates_loop(image, mask)
     w = mask.shape[1]
     dy, dx = P._offsets(7)
     assert sorted(divmod(int(t), w) for t in targets) == sorted(loop) and len(loop) > 100
@@ -169,7 +171,7 @@ def test_nss_candidates_weights_and_samples_match_the_loop(crop_and_mask):
         np.testing.assert_allclose(probs[n, nz].numpy(), p, rtol=1e-5, atol=1e-7)
     # With the official uniforms (numpy reseeded with 0 at every pixel) the samples are the official ones.
     fast = P.nss_pseudo_gt(image, mask, num=10, shared_uniforms=True).stack().permute(0, 2, 3, 1).numpy()
-    official = P.nss_pseudo_gt_loop(image, mask, num=10, candidates=loop)
+    official = R.nss_pseudo_gt_loop(image, mask, num=10, candidates=loop)
     assert (fast == official).all(-1).mean() > 0.999
 
 

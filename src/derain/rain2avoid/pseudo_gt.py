@@ -8,9 +8,9 @@
   pixel's window holds only rain). The official script reseeds numpy with 0 before every pixel, so every rain
   pixel uses the same 50 uniforms; ``shared_uniforms=True`` reproduces that, False draws fresh ones.
 
-Both are vectorised with tensor ops. The per-pixel Python loops at the end of this module are the definition
-(they follow the official code, including its quirks) and are used only by the tests, which check that the
-vectorised versions have the same candidate sets and weights.
+Both are vectorised with tensor ops. The per-pixel Python loops that define them (following the official code,
+including its quirks) live with the tests in ``tests/rain2avoid_oracles.py``, which check that the vectorised
+versions have the same candidate sets and weights.
 
 Conventions: images are 3 x H x W uint8 tensors (RGB), masks H x W uint8 (LDGP output, > 0 = rain).
 """
@@ -250,106 +250,3 @@ def pseudo_gt(variant: str, rgb: torch.Tensor | np.ndarray, mask: torch.Tensor |
     if variant == "nlss":
         return nss_pseudo_gt(rgb, mask, num, generator=generator)
     raise DerainError(f"unknown Rain2Avoid variant {variant!r}; choose icassp or nlss")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Per-pixel reference loops: the definition, following the official scripts; slow, for tests only.
-# Images here are H x W x 3 uint8 numpy arrays and masks H x W uint8 numpy arrays.
-
-
-def icassp_candidates_loop(mask: np.ndarray, ks: int = 7) -> dict[tuple[int, int], list[int]]:
-    """{(y, x): candidate offsets (ks * row + column of the window)} for every rain pixel the official
-    ``pgt.py`` fills, visiting pixels in its order and stopping a row where it ``break``s."""
-    pad = ks // 2
-    inverted = np.pad(255 - mask, pad)  # non-rain = 255; the zero border is rain
-    out: dict[tuple[int, int], list[int]] = {}
-    h, w = mask.shape
-    for j in range(pad, h + pad):
-        for i in range(pad, w + pad):
-            if inverted[j, i] < 255:
-                window = inverted[j - pad:j + pad + 1, i - pad:i + pad + 1]
-                neighbours = [ks * a + b for a in range(ks) for b in range(ks) if window[a, b] == 255]
-                if not neighbours:
-                    break
-                out[(j - pad, i - pad)] = neighbours
-    return out
-
-
-def icassp_pseudo_gt_loop(image: np.ndarray, mask: np.ndarray, num: int = 50, ks: int = 7,
-                          rng: np.random.RandomState | None = None) -> np.ndarray:
-    """num x H x W x 3 uint8: the official ``pgt.py`` filling, pixel by pixel."""
-    rng = rng or np.random.RandomState()
-    pad = ks // 2
-    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
-    outputs = np.repeat(padded[None], num, axis=0)
-    for (y, x), neighbours in icassp_candidates_loop(mask, ks).items():
-        sample = rng.choice(neighbours, num)
-        for n in range(num):
-            outputs[n, y + pad, x + pad] = padded[y + pad + sample[n] // ks - pad, x + pad + sample[n] % ks - pad]
-    return outputs[:, pad:pad + mask.shape[0], pad:pad + mask.shape[1]]
-
-
-def _nss_window(image: np.ndarray, binary: np.ndarray, j: int, i: int, size: int, centre: bool
-                ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The official ``get_mask_and_size``: (patch, 1 - rain mask, size), size grown while all rain."""
-    h, w = binary.shape
-    while True:
-        half = size // 2
-        window = binary[max(j - half, 0):min(j + half + 1, h), max(i - half, 0):min(i + half + 1, w)]
-        if not np.all(window > 0) or size > 2 * max(h, w) + 1:
-            break
-        size += 2
-    half = size // 2
-    rain = np.zeros((size, size))
-    patch = np.zeros((size, size, 3))
-    for a in range(size):
-        for b in range(size):
-            gj, gi = a - half + j, b - half + i
-            if 0 <= gj < h and 0 <= gi < w:
-                patch[a, b] = image[gj, gi]
-                if centre:
-                    rain[a, b] = binary[gj, gi]
-    return patch, 1 - rain, size
-
-
-def nss_candidates_loop(image: np.ndarray, ldgp_mask: np.ndarray, big: int = 7, small: int = 3, eta: float = 0.5,
-                        threshold: int = 10) -> dict[tuple[int, int], tuple[list[tuple[int, int]], np.ndarray]]:
-    """{(y, x): (candidate pixels, float32 probabilities)} for every processed rain pixel, as the official
-    ``sdr.py`` ``compute_similarity`` forms them (pixels without candidate are left out)."""
-    binary = (ldgp_mask > 0).astype(np.uint8)
-    h, w = binary.shape
-    out = {}
-    half_big = max(big, 3) // 2
-    for j in range(h):
-        for i in range(w):
-            if ldgp_mask[j, i] <= threshold:
-                continue
-            centre, keep, size = _nss_window(image, binary, j, i, small, True)
-            centre_vec = (centre * keep[..., None]).ravel()
-            neighbours, weights = [], []
-            for qj in range(max(j - half_big, 0), min(j + half_big + 1, h)):
-                for qi in range(max(i - half_big, 0), min(i + half_big + 1, w)):
-                    if binary[qj, qi] == 0:
-                        neighbours.append((qj, qi))
-                        patch, _, _ = _nss_window(image, binary, qj, qi, size, False)
-                        d = np.sum(np.abs(centre_vec - (patch * keep[..., None]).ravel()))
-                        weights.append(1 / max(d ** eta, 1e-4))
-            if neighbours:
-                p = np.array(weights).astype(np.float32)
-                out[(j, i)] = (neighbours, p / p.sum())
-    return out
-
-
-def nss_pseudo_gt_loop(image: np.ndarray, ldgp_mask: np.ndarray, num: int = 50,
-                       candidates: dict[tuple[int, int], tuple[list[tuple[int, int]], np.ndarray]] | None = None,
-                       **kwargs) -> np.ndarray:
-    """num x H x W x 3 uint8: the official ``sdr.py`` sampling, reseeding numpy with 0 at every pixel
-    (``candidates``: the output of :func:`nss_candidates_loop`, when already computed)."""
-    outputs = np.repeat(image[None], num, axis=0)
-    candidates = candidates if candidates is not None else nss_candidates_loop(image, ldgp_mask, **kwargs)
-    for (j, i), (neighbours, p) in candidates.items():
-        np.random.seed(0)
-        sample = np.random.choice(len(neighbours), num, p=p)
-        for n in range(num):
-            outputs[n, j, i] = image[neighbours[sample[n]]]
-    return outputs
