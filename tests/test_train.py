@@ -12,11 +12,12 @@ import yaml
 
 from derain.errors import DerainError
 from derain.inference.hardware import cpu_supports_bf16
+from derain.inference.precision import compute_dtype
 from derain.train import Trainer, load_config, train_from_config
 from derain.train.batches import TrainBatches
 from derain.train.config import ScheduleConfig
 from derain.train.ema import EMA
-from derain.train.loop import autocast_dtype, uses_channels_last
+from derain.train.loop import uses_channels_last
 from derain.train.rundir import state_path_for
 from derain.train.schedules import PlateauSchedule, make_schedule
 
@@ -166,9 +167,9 @@ def test_ema_update_is_a_moving_average():
 
 
 def test_precision_auto_follows_the_cpu():
-    dtype = autocast_dtype("auto", torch.device("cpu"))
+    dtype = compute_dtype("auto", torch.device("cpu"))  # what training computes in
     assert dtype == (torch.bfloat16 if cpu_supports_bf16() else None)
-    assert autocast_dtype("fp32", torch.device("cpu")) is None
+    assert compute_dtype("fp32", torch.device("cpu")) is None
 
 
 # ----- the loop ----------------------------------------------------------------------------------------

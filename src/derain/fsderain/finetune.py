@@ -33,10 +33,10 @@ from derain.errors import DerainError
 from derain.fsderain.config import FinetuneConfig, load_finetune_config
 from derain.fsderain.objective import FSDerainObjective
 from derain.fsderain.unpaired import UnpairedObjective
+from derain.inference.precision import autocast_context, compute_dtype
 from derain.inference.restore import InferenceOptions, primary_output, resolve_device, restore
 from derain.models import get_spec
-from derain.inference.precision import autocast_context
-from derain.train.loop import autocast_dtype, to_uint8
+from derain.train.loop import to_uint8
 from derain.train.rundir import BEST, LAST, Logger, claim_run_dir, weights_path_for
 
 Pairs = list[tuple[str, np.ndarray, np.ndarray]]
@@ -183,7 +183,7 @@ class FineTuner:
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg.device)
-        self.dtype = autocast_dtype(cfg.precision, self.device)
+        self.dtype = compute_dtype(cfg.precision, self.device)
         self.source = str(checkpoint)
         self.model, self.model_name, self.model_config = load_source(checkpoint, cfg.model)
         self.model.to(self.device)

@@ -35,12 +35,12 @@ from tqdm import tqdm
 
 from derain.errors import DerainError
 from derain.files.imageio import expand_inputs, read_image, read_uint8_rgb, write_image
+from derain.inference.precision import compute_dtype
 from derain.inference.restore import pad_to_multiple, padded_forward, resolve_device
 from derain.rain2avoid.ldgp import VARIANTS, ldgp
 from derain.rain2avoid.pseudo_gt import PseudoGT, pseudo_gt
 from derain.rain2avoid.unet import R2AUNet
 from derain.files.outputs import output_paths, prepare_output_dir
-from derain.train.loop import autocast_dtype
 from derain.train.schedules import warmup_cosine
 
 MODES = ("per-image", "multiple")
@@ -214,7 +214,7 @@ def train_network(items: list[Prepared], recipe: Recipe, device: torch.device,
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     schedule = (warmup_cosine(recipe.lr, recipe.steps, max(1, recipe.steps // 20)) if recipe.schedule == "cosine"
                 else (lambda step: recipe.lr))
-    dtype = autocast_dtype(recipe.precision, device)
+    dtype = compute_dtype(recipe.precision, device)
     gen = generator or torch.Generator().manual_seed(0)
     whole = recipe.crop == 0
     if whole:  # the faithful recipe: the whole (padded) image, pseudo ground truths in order

@@ -38,11 +38,10 @@ from tqdm import tqdm
 
 from derain.data.datasets import load_pairs
 from derain.errors import DerainError
-from derain.inference.hardware import cpu_supports_bf16
+from derain.inference.precision import autocast_context, compute_dtype
 from derain.inference.restore import InferenceOptions, restore
 from derain.losses import build_loss
 from derain.models import build, get_spec
-from derain.inference.precision import autocast_context
 from derain.train import distributed
 from derain.train.batches import make_batches
 from derain.train.config import Stage, TrainConfig, load_config
@@ -53,17 +52,6 @@ from derain.train.schedules import make_schedule
 # The running loss averages about 50 steps: before that a few batches weigh too much to judge by (one easy
 # batch under a squared error can sit 20x below the typical loss).
 DIVERGENCE_SETTLE_STEPS = 50
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 or None (float32) for training under ``precision``."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_supports_bf16() else None
 
 
 def uses_channels_last(memory_format: str, model: torch.nn.Module) -> bool:
@@ -119,7 +107,7 @@ class Trainer:
         # Joins the torchrun process group when the environment describes one (a no-op otherwise).
         self.dist, self.device, self._owns_group = distributed.setup(config.device)
         self.is_main = self.dist.is_main
-        self.dtype = autocast_dtype(config.precision, self.device)
+        self.dtype = compute_dtype(config.precision, self.device)
         self.spec = get_spec(config.model.name)
         self.model_config = {**self.spec.default_config, **config.model.options}
         self._seed(config.seed)  # the same seed on every rank: identical initial weights everywhere
