@@ -13,7 +13,7 @@ image padded to the model's size multiple, in float32 and, where the CPU has nat
 ``--compile`` times it through ``torch.compile`` (after the compile, which the warm-up steps pay);
 ``--fused`` uses torch's fused AdamW kernel (the config key ``optim.fused``). The AdamW column is the
 optimiser's step alone, part of the training step.
-Used to choose the default model's architecture (docs/results.md); run it while nothing else runs.
+Used to choose the default model's architecture (docs/journal/fastderain.md); run it while nothing else runs.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ Builds the trainer of CONFIG (with ``--set`` overrides; no validation set, runs 
 next to the L1 of the identity (the rainy input), the mean |output - input|, and for each PReLU/ReLU module
 whose name contains a ``--watch`` string the fraction of its inputs that are positive (0 = a closed path) and
 the mean |slope|. ``--weight`` adds the mean |value| of one parameter (e.g. the last conv's). ``--prelu-init``
-sets every PReLU slope before the first step. This is how the MSPFN-small failure in docs/results.md
+sets every PReLU slope before the first step. This is how the MSPFN-small failure in docs/journal/methods.md
 ("Equal-cost comparison") was diagnosed.
 """
 from __future__ import annotations

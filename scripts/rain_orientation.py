@@ -5,7 +5,7 @@
 For each set: the ratio of horizontal to vertical gradient energy of the rain layer (a vertical streak
 changes across x, not along y, so vertical rain gives a ratio well above 1; isotropic texture gives 1), and
 per image the dominant gradient orientation of the structure tensor in degrees (0 = vertical streaks,
-90 = horizontal). This is the measurement behind ``data.augment: flips`` (docs/results.md).
+90 = horizontal). This is the measurement behind ``data.augment: flips`` (docs/journal/fastderain.md).
 """
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ def test_jpeg_round_trip_degrades_the_input_only():
 
 
 def test_real_preset_is_closer_to_the_real_photos_than_the_old_presets(shared):
-    # The fit of docs/results.md in small: 20 real training photos against 12 synthetic images per preset.
+    # The fit of docs/journal/general-model.md in small: 20 real training photos against 12 synthetic images per preset.
     from derain.data.rainstats import distribution_distance, rain_stats
     from derain.data.realrain import split_real_photos
     from derain.files.imageio import read_uint8_rgb

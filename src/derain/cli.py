@@ -110,7 +110,7 @@ def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: b
                         "the photo's resolution); 0 = never; auto (default): 640 for rain networks, off for "
                         "all-in-one ones (derain bench: off, the papers' protocols score native resolution)")
     # A bare --ensemble means flips: quarter turns make vertical rain horizontal, which a network trained
-    # upright (the default model) never saw (dihedral costs it 5.4 dB on Rain100L, docs/results.md).
+    # upright (the default model) never saw (dihedral costs it 5.4 dB on Rain100L, docs/journal/fastderain.md).
     p.add_argument("--ensemble", nargs="?", const="flips", default="none",
                    choices=("none", "hflip", "flips", "dihedral"),
                    help="self-ensemble: average the network over flipped/rotated copies. flips (the default "

@@ -11,7 +11,7 @@ The streak map is grey (Rain100L's residual rainy - clean has the same value in 
 additively (``clean + streaks``, clipped: what Rain100L does) or with a screen blend, then an optional veil
 ``rainy * (1 - a) + a * A`` with atmospheric light ``A`` imitates the haze of heavy rain.
 
-Real photos need more than that (``PRESETS["real"]``, fitted to the real rainy photos: docs/results.md). Each of
+Real photos need more than that (``PRESETS["real"]``, fitted to the real rainy photos: docs/journal/general-model.md). Each of
 these is off unless its probability is above zero, and draws its random numbers after everything above, so the
 presets that do not use them give exactly the rain they always gave:
 
@@ -145,7 +145,7 @@ PRESETS: dict[str, RainConfig] = {
     "heavy": RainConfig(layers=3, density=(0.0005, 0.002), length=(25.0, 60.0), width=(1.5, 3.5),
                         angle=(-35.0, 35.0), angle_jitter=5.0, brightness=(0.4, 0.8), blur=(0.3, 1.0),
                         veil=(0.05, 0.3), veil_probability=0.7, airlight=(0.7, 1.0)),
-    # Real photos (fitted to the 117 real rainy photos outside the held-out 30: docs/results.md, measured with
+    # Real photos (fitted to the 117 real rainy photos outside the held-out 30: docs/journal/general-model.md, measured with
     # scripts/rain_realism.py): from light to very dense rain in up to four depth layers whose angles differ,
     # thin far streaks to soft near drops, rain accumulation (a depth veil) on most heavy images, light maps,
     # night scenes, sensor noise and JPEG.

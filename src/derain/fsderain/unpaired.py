@@ -1,7 +1,7 @@
 """Unpaired fine-tuning on real rain without ground truth. OUR EXTENSION, not part of FSDerain's code.
 
 FSDerain's training script only reads paired data; its "unpaired" results are inference on unpaired
-photos (see METHODS.md section 3.3). This module is our design for actually training on rainy photos that
+photos (see docs/METHODS.md section 3.3). This module is our design for actually training on rainy photos that
 have no clean counterpart.
 
 Design

@@ -55,7 +55,7 @@ class InferenceOptions:
     working_side: int | str | None = None
 
 
-# The working side of `derain run` and of derain.derain() with the bundled model (measured: docs/results.md).
+# The working side of `derain run` and of derain.derain() with the bundled model (measured: docs/journal/general-model.md).
 DEFAULT_WORKING_SIDE = 640
 
 

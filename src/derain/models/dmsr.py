@@ -1,6 +1,6 @@
 """DMSR (ICME 2025): a multi-input multi-output U-Net with multi-scale spatial and frequency refinement.
 
-Written from the official ``models/DMSR.py`` semantics (see ``METHODS.md`` section 4), including where
+Written from the official ``models/DMSR.py`` semantics (see ``docs/METHODS.md`` section 4), including where
 the code differs from the paper's figure, so the official checkpoints load with ``strict=True``
 (35,472,543 trainable parameters at ``num_res=16``). The network (MIMO-UNet skeleton, base b = 48):
 

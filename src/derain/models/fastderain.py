@@ -1,6 +1,6 @@
 """FastDerain: the default model, a conv U-Net built for quality per CPU-millisecond.
 
-Design (measured on a 2-core AVX-512 BF16 CPU, see docs/results.md):
+Design (measured on a 2-core AVX-512 BF16 CPU, see docs/journal/fastderain.md):
 
 - a 2x pixel-unshuffle stem, so every convolution runs on a quarter of the pixels while the channels
   carry the full-resolution detail (rain streaks are thin; unshuffling keeps them, a strided conv would not);

@@ -1,6 +1,6 @@
 """MSPFN (Jiang et al., CVPR 2020): multi-scale progressive fusion network, ported from the TensorFlow code.
 
-The network predicts the rain layer of an image scaled to [-1, 1] and subtracts it (``METHODS.md`` section 6):
+The network predicts the rain layer of an image scaled to [-1, 1] and subtracts it (``docs/METHODS.md`` section 6):
 
     x, x/2, x/4 (box averages) -> rnn1 / rnn2 / rnn4: 3x3 conv + PReLU, 64 channels per scale
     residual memory (coarse to fine): conv -> single-step ConvLSTM (hidden 64 / 128 / 256) -> conv, plus

@@ -183,7 +183,7 @@ register(ModelSpec(
 ))
 
 # FSDRNet (issue 15): the authors published no code; this is our reconstruction of their design
-# (../shared/spec/METHODS.md section 5.2), all-in-one over derain.models.fsdrnet.TASKS.
+# (docs/METHODS.md section 5.2), all-in-one over derain.models.fsdrnet.TASKS.
 register(ModelSpec(
     name="fsdrnet",
     builder="derain.models.fsdrnet.network:FSDRNet",

@@ -13,7 +13,7 @@ Recipes (``SelfSupConfig``):
 * ``fast``: for CPUs: batches of random crops (each with its own pseudo ground truth and flip), a warmup +
   cosine schedule over far fewer steps, the half-width UNet with a residual output (it starts as the
   identity, so a short schedule only learns the rain), bf16 autocast where the CPU computes bf16 natively.
-  Its defaults are a starting point; the measured trade-off between steps and quality is in docs/results.md
+  Its defaults are a starting point; the measured trade-off between steps and quality is in docs/journal/methods.md
   once measured.
 * ``mode="multiple"``: one UNet trained on all the images (the later version's "Multiple" mode: 64x64 crops,
   random flips, one random pseudo ground truth per sample, batch 64, Adam 1e-3 constant, 2,000 epochs; the
@@ -114,7 +114,7 @@ def resolve(config: SelfSupConfig, num_images: int = 1) -> Recipe:
     if config.mode not in MODES:
         raise DerainError(f"unknown mode {config.mode!r}; choose one of {', '.join(MODES)}")
     # The fast recipe trains at 1e-3 for both variants: with its residual UNet, 1e-2 scored 0.65 dB lower on
-    # the first three Rain100L crops (benchmarks/rain2avoid_quality.py, docs/results.md).
+    # the first three Rain100L crops (benchmarks/rain2avoid_quality.py, docs/journal/methods.md).
     lr = config.lr if config.lr is not None else (1e-2 if config.variant == "icassp" and not config.fast else 1e-3)
     if config.mode == "multiple":
         lr = config.lr if config.lr is not None else 1e-3

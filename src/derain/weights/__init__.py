@@ -1,5 +1,7 @@
-"""The bundled default model: a trained checkpoint shipped inside the package, so that ``derain photo.jpg``
-works with nothing downloaded. Until one is trained and added here, :func:`default_checkpoint` is None."""
+"""The bundled models: trained checkpoints shipped inside the package, so that ``derain photo.jpg`` works with
+nothing downloaded. ``default.safetensors`` holds the default model (configs/default_model.yaml's last stage) and
+``rain100l.safetensors`` the Rain100L specialist (configs/rain100l_model.yaml); :func:`default_checkpoint` is None
+only in a checkout whose weight files are missing."""
 from __future__ import annotations
 
 from pathlib import Path

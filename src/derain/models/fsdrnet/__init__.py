@@ -1,7 +1,7 @@
 """FSDRNet (our reconstruction; no public code): all-in-one restoration of rain, haze, noise, blur and low
 light, with frequency guidance and degradation routing.
 
-One module per part of the design (../shared/spec/METHODS.md section 5.2):
+One module per part of the design (docs/METHODS.md section 5.2):
 
 - :mod:`~derain.models.fsdrnet.frequency`: the frequency auxiliary module (FAM) and its guidance;
 - :mod:`~derain.models.fsdrnet.efma`: EFMA attention and the guided Restormer-style blocks;

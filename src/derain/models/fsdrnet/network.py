@@ -64,7 +64,7 @@ class FSDRNet(nn.Module):
     classified from up to 3 x 3 crops of that side spread over it (the geometric mean of their selector
     probabilities), not from the whole image. The selector's pooled features and band energies depend on the
     scale it sees: trained on 96x96 patches, ``fsdrnet-small`` chose rain for 94 of 100 Rain100L centre crops
-    of 96x96 but for 7 of 100 at 320x320 (docs/results.md). The crops cost one more encoder pass over at most
+    of 96x96 but for 7 of 100 at 320x320 (docs/journal/methods.md). The crops cost one more encoder pass over at most
     9 crops.
     """
 
