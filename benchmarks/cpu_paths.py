@@ -12,7 +12,7 @@ int8 version made by ``scripts/quantize_default.py``; the row is left out, sayin
 Per path: the median milliseconds of ``--runs`` calls on the 481x321 Rain100L image ``rain-001.png``, taken
 round-robin across the paths (a shared CPU's speed drifts; it then slows every path alike), and the speed-up
 over the fast path in float32; the median seconds of ``--photo-runs`` runs of the 12-megapixel photo
-``real-rain/91.jpg`` through ``derain.runner.restore_file`` (read, restore at the default working side, write
+``real-rain/91.jpg`` through ``derain.commands.run.restore_file`` (read, restore at the default working side, write
 JPEG: the per-file step of ``derain run``), also round-robin; the peak RSS of a fresh process that loads the
 path and restores that photo once (one process per path, so that one path's memory does not hide another's);
 the largest error relative to the reference's output and the mean absolute error in 8-bit grey levels; with
@@ -44,7 +44,7 @@ from derain.files.imageio import read_uint8_rgb
 from derain.inference.restore import InferenceOptions, prepare_for, resolve_tile, resolve_working_side, size_multiple_of
 from derain.metrics import psnr_ssim
 from derain.models import get_spec
-from derain.runner import restore_file
+from derain.commands.run import restore_file
 from derain.weights import default_checkpoint
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -2,7 +2,7 @@
 
     python benchmarks/photo_12mp.py [--runs 10] [--threads 2] [--tile auto] [--no-fast] [--working-side 0]
 
-Both go through ``derain.runner.restore_file``, the per-file step of ``derain run``, with the bundled model
+Both go through ``derain.commands.run.restore_file``, the per-file step of ``derain run``, with the bundled model
 loaded and prepared once: the Rain100L image ``rain-001.png`` (481x321, written as PNG) ``--runs`` times, then
 ``real-rain/91.jpg`` (4288x2848, written as JPEG) twice. Prints the median seconds, seconds per megapixel,
 their ratio, the process's peak RSS (set by the large photo) and, for the large photo, where the time goes.
@@ -25,7 +25,7 @@ from derain.files.imageio import read_image
 from derain.inference.restore import (InferenceOptions, count_tiles, prepare_for, resolve_tile, resolve_working_side,
                                       restore)
 from derain.models import get_spec
-from derain.runner import restore_file
+from derain.commands.run import restore_file
 from derain.weights import default_checkpoint
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

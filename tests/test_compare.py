@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from derain.cli import main
-from derain.compare import (PAD, CompareJob, _font, _line_height, _panel, auto_inset, compare, gather_rows,
-                            inset_box, parse_box, parse_named_folder, render_sheet)
+from derain.commands.compare import (PAD, CompareJob, _font, _line_height, _panel, auto_inset, compare, gather_rows,
+                                     inset_box, parse_box, parse_named_folder, render_sheet)
 from derain.errors import DerainError
-from derain.fft_view import log_amplitude, luminance, to_grey_uint8
+from derain.metrics.spectrum import log_amplitude, luminance, to_grey_uint8
 from derain.files.imageio import read_uint8_rgb
 
 NAMES = ["rain-001", "rain-005"]

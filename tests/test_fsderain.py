@@ -21,7 +21,7 @@ from derain.fsderain.frequency import disc_mask, high_pass_amplitude, low_pass_s
 from derain.fsderain.objective import FSDerainObjective, Perceptual, ssim_without_gradient
 from derain.fsderain.unpaired import UnpairedObjective
 from derain.models import build
-from derain.models.vgg import VGG16Trunk, save_torchvision_format
+from derain.losses.vgg import VGG16Trunk, save_torchvision_format
 from derain.weights import default_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from PIL import Image
 from derain.cli import main
 from derain.data import describe_layout, find_pairs, pair_folders
 from derain.errors import DerainError
-from derain.evaluate import ground_truth_sets
+from derain.commands.evaluate import ground_truth_sets
 
 
 def _images(folder: Path, names: list[str], seed: int = 0) -> None:

@@ -282,16 +282,17 @@ def test_derain_synth_writes_the_targets_of_night_scenes(tmp_path, capsys):
 
 
 def test_working_side_auto_is_for_rain_networks_and_bench_scores_native_resolution():
-    from derain.cli import _options, build_parser
+    from derain.cli import build_parser
+    from derain.commands import inference_options
     from derain.inference.restore import DEFAULT_WORKING_SIDE, InferenceOptions, count_tiles, resolve_working_side
 
     auto = InferenceOptions(working_side="auto")
     assert resolve_working_side(auto, "fastderain").working_side == DEFAULT_WORKING_SIDE
     assert resolve_working_side(auto, "fsdrnet-small").working_side is None  # noise and blur need every pixel
     parser = build_parser()
-    assert _options(parser.parse_args(["run", "x.jpg"])).working_side == "auto"
-    assert _options(parser.parse_args(["run", "x.jpg", "--working-side", "0"])).working_side is None
-    assert _options(parser.parse_args(["run", "x.jpg", "--working-side", "800"])).working_side == 800
+    assert inference_options(parser.parse_args(["run", "x.jpg"])).working_side == "auto"
+    assert inference_options(parser.parse_args(["run", "x.jpg", "--working-side", "0"])).working_side is None
+    assert inference_options(parser.parse_args(["run", "x.jpg", "--working-side", "800"])).working_side == 800
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "x.jpg", "--working-side", "12"])
     # A 12-megapixel photo at the working side is one tile, not fifteen.
@@ -301,7 +302,7 @@ def test_working_side_auto_is_for_rain_networks_and_bench_scores_native_resoluti
 
 
 def test_bench_leaves_the_working_side_off(shared, monkeypatch, capsys):
-    import derain.bench as bench_module
+    import derain.commands.bench as bench_module
     from derain.cli import main
 
     seen = []

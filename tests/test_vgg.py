@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from derain.errors import DerainError
-from derain.models.vgg import (VGG16_FILE, IMAGENET_MEAN, IMAGENET_STD, VGG16Trunk, hub_weights_path,
+from derain.losses.vgg import (VGG16_FILE, IMAGENET_MEAN, IMAGENET_STD, VGG16Trunk, hub_weights_path,
                                load_vgg16_trunk, save_torchvision_format)
 
 

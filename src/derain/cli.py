@@ -1,18 +1,21 @@
-"""Command line: argument parsing only. Each subcommand calls one function elsewhere in the package.
+"""Command line: argument parsing only. Each subcommand runs ``main(args)`` of its module in
+:mod:`derain.commands`.
 
 ``derain photo.jpg`` is the short form of ``derain run photo.jpg``.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
 import sys
-from pathlib import Path
 
 from derain.errors import DerainError
 
-SUBCOMMANDS = ("run", "eval", "bench", "models", "train", "finetune", "synth", "serve", "compare", "export",
-               "selfsup", "video")
+# The module of derain.commands whose main(args) runs each command (imported only when it runs).
+COMMANDS = {"run": "run", "eval": "evaluate", "bench": "bench", "models": "models", "train": "train",
+            "finetune": "finetune", "synth": "synth", "serve": "serve", "compare": "compare", "export": "export",
+            "selfsup": "selfsup", "video": "video"}
+SUBCOMMANDS = tuple(COMMANDS)
 TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
 
 
@@ -336,205 +339,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(args: argparse.Namespace):
-    from derain.inference.restore import InferenceOptions
-    return InferenceOptions(tile=args.tile, tile_overlap=args.tile_overlap,
-                            tile_threshold=int(args.tile_threshold * 1e6), ensemble=args.ensemble,
-                            precision=args.precision, fast=args.fast, compile=args.compile,
-                            working_side="auto" if args.working_side == -1 else args.working_side or None)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from derain.files.imageio import DEFAULT_MAX_PIXELS, Encoding
-    from derain.files.outputs import STDIO, parse_shard
-    from derain.runner import RunJob, run
-    if args.json and args.output == "-":
-        raise DerainError("--json prints to stdout, where -o - writes the image; use one of them")
-    on_result = (lambda result: print(result.json_line(), flush=True)) if args.json else None
-    job = RunJob(inputs=args.inputs, output_dir=Path(args.output), model=args.model, weights=args.weights,
-                 device=args.device, options=_options(args), overwrite=args.overwrite,
-                 shard=parse_shard(args.shard) if args.shard else None,
-                 suffix=f".{args.format}" if args.format else None, quiet=args.quiet or args.json,
-                 backend=args.backend, task=args.task, recursive=args.recursive, name_suffix=args.suffix,
-                 keep_existing=args.keep_existing, encoding=Encoding(args.quality, args.subsampling),
-                 max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, threads=args.threads, on_result=on_result)
-    report = run(job)
-    summary = (f"derain: wrote {len(report.written)} image(s) to "
-               f"{'stdout' if job.output_dir == STDIO else job.output_dir}"
-               + (f" ({len(report.remade)} made again: other model or weights had made them)" if report.remade
-                  else "")
-               + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))
-    if not args.json:
-        print(summary, file=sys.stderr if job.output_dir == STDIO else sys.stdout)
-    if report.failed:
-        raise DerainError(f"{len(report.failed)} image(s) failed: " + ", ".join(str(p) for p, _ in report.failed[:5]))
-    return 0
-
-
-def cmd_video(args: argparse.Namespace) -> int:
-    from derain.files.outputs import parse_shard
-    from derain.video import VideoJob, derain_video
-    from derain.video.shard import join_pieces
-    from derain.video.streams import EncodeSettings, parse_bitrate
-    if args.join:
-        if args.input or args.shard:
-            raise DerainError("--join takes only the pieces and -o; give no VIDEO and no --shard")
-        joined = join_pieces([Path(p) for p in args.join], Path(args.output), args.overwrite)
-        print(f"derain: wrote {joined.output} ({joined.frames} frames from {joined.pieces} pieces, "
-              "packets copied)")
-        return 0
-    if not args.input:
-        raise DerainError("derain video needs a VIDEO to derain (or --join PIECE ...)")
-    encode = EncodeSettings(codec=args.codec, crf=args.crf, start=args.start, duration=args.duration,
-                            bitrate=parse_bitrate(args.bitrate) if args.bitrate else None)
-    job = VideoJob(input=Path(args.input), output=Path(args.output), model=args.model, weights=args.weights,
-                   device=args.device, options=_options(args), temporal=args.temporal, encode=encode,
-                   overwrite=args.overwrite, quiet=args.quiet,
-                   shard=parse_shard(args.shard) if args.shard else None, batch=args.batch)
-    report = derain_video(job)
-    mode = "temporal" if report.temporal else "single-frame"
-    mode += f", piece {report.shard[0]} of {report.shard[1]}" if report.shard else ""
-    print(f"derain: wrote {report.output} ({report.frames} frames, {mode}, "
-          f"{report.frames / max(report.seconds, 1e-9):.2f} frames/s)")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from derain.commands.export import export_checkpoint
-    report = export_checkpoint(args.model, args.weights, args.onnx, args.overwrite, args.tolerance)
-    print(f"derain: wrote {report.path} ({report.model}, sides multiples of {report.size_multiple}); "
-          f"checked on {report.check_shape[0]}x{report.check_shape[1]}: max abs difference from PyTorch "
-          f"{report.max_abs_error:.2e} ({report.seconds:.0f} s)")
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from derain import evaluate
-    if args.out:
-        evaluate.report_paths(Path(args.out), args.overwrite)  # refused before the scoring, not after
-    if args.no_reference:
-        results = [evaluate.score_no_reference(args.no_reference)]
-        s = results[0]
-        print(evaluate.format_table(["images", "NIQE (lower is better)"], [[str(len(s.images)), f"{s.mean('niqe'):.4f}"]]))
-        print("protocol: niqe: standard pristine model, 96x96 blocks, rounded BT.601 studio-swing Y")
-        protocol = "niqe"
-    else:
-        if not (args.pred and args.gt):
-            raise DerainError("eval needs --pred DIR and --gt DIR (or --no-reference DIR for NIQE)")
-        from derain.metrics import PROTOCOLS
-        if args.protocol not in PROTOCOLS:
-            raise DerainError(f"unknown protocol {args.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-        sets = evaluate.ground_truth_sets(Path(args.pred), Path(args.gt), partial=args.partial)
-        results = evaluate.score_sets(sets, args.protocol)
-        print(evaluate.full_reference_table(results, args.protocol))
-        protocol = args.protocol
-    if args.out:
-        csv_path, json_path = evaluate.write_reports(results, Path(args.out), protocol, args.overwrite)
-        print(f"derain: per-image scores in {csv_path}, summary in {json_path}")
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from derain.bench import BenchJob, bench_table, run_bench
-    target = args.model_or_checkpoint
-    is_file = Path(target).is_file() or Path(target).suffix in (".pth", ".pt", ".safetensors", ".ckpt")
-    options = _options(args)
-    if options.working_side == "auto":  # benchmarks score the network at the images' own resolution
-        options = replace(options, working_side=None)
-    job = BenchJob(model=args.model if is_file else target, weights=target if is_file else args.weights,
-                   datasets=args.datasets, protocol=args.protocol, device=args.device, options=options,
-                   save_dir=Path(args.save) if args.save else None, overwrite=args.overwrite, limit=args.limit,
-                   quiet=args.quiet)
-    print(bench_table(run_bench(job)))
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from derain.models.listing import describe_model, models_table
-    print(describe_model(args.name) if args.name else models_table())
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from derain.train import train_from_config
-    from derain.train.recipe import is_recipe, run_recipe
-    if is_recipe(args.config):
-        if args.resume or args.overwrite:
-            raise DerainError("--resume and --overwrite are for one config; a recipe resumes its unfinished stage "
-                              "by itself")
-        last, finished = run_recipe(args.config, args.set, time_budget_minutes=args.time_budget,
-                                    use_committed=args.use_committed)
-        print(f"derain: {'all stages done' if finished else 'stopped'}; weights in {last}")
-        return 0
-    if args.use_committed:
-        raise DerainError("--use-committed is for recipes (a YAML file with a 'recipe:' list of stages)")
-    last = train_from_config(args.config, args.set, time_budget_minutes=args.time_budget, resume=args.resume,
-                             overwrite=args.overwrite)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
-        print(f"derain: weights in {last}")
-    return 0
-
-
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from derain.fsderain.finetune import finetune
-    last = finetune(args.source, args.data, config_path=args.config, unpaired=args.unpaired, run_dir=args.output,
-                    time_budget_minutes=args.time_budget, overrides=args.set, model=args.model,
-                    overwrite=args.overwrite)
-    print(f"derain: weights in {last} (derain run --weights {last} PHOTOS)")
-    return 0
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    from derain.synth_job import SynthJob, synth
-    job = SynthJob(inputs=args.inputs, output_dir=Path(args.output), preset=args.preset, seed=args.seed,
-                   count=args.count, overwrite=args.overwrite)
-    report = synth(job)
-    print(f"derain: wrote {len(report.written)} rainy image(s) to {job.output_dir}"
-          + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from derain.serve import ServeConfig, serve
-    config = ServeConfig(host=args.host, port=args.port, weights=args.weights, device=args.device,
-                         options=_options(args), max_upload_bytes=int(args.max_upload_mb * 1e6),
-                         max_pixels=int(args.max_megapixels * 1e6), open_browser=args.open, quiet=args.quiet)
-    return serve(config)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from derain.compare import CompareJob, compare, parse_box, parse_named_folder, parse_point
-    job = CompareJob(inputs=args.inputs, results=[parse_named_folder(r) for r in args.result],
-                     output=Path(args.output), gt=Path(args.gt) if args.gt else None, protocol=args.protocol,
-                     masks=Path(args.masks) if args.masks else None, fft=args.fft,
-                     crop=parse_box(args.crop) if args.crop else None,
-                     inset=parse_point(args.inset) if args.inset else None, inset_size=args.inset_size,
-                     panel_width=args.panel_width, limit=args.limit, overwrite=args.overwrite)
-    path = compare(job)
-    print(f"derain: wrote comparison sheet {path}")
-    return 0
-
-
-def cmd_selfsup(args: argparse.Namespace) -> int:
-    from derain.rain2avoid.selfsup import SelfSupConfig, SelfSupJob, selfsup
-    config = SelfSupConfig(variant=args.variant, mode=args.mode, fast=args.fast, steps=args.steps, lr=args.lr,
-                           width=args.width, residual=args.residual, batch=args.batch, crop=args.crop,
-                           num_pseudo=args.pseudo, seed=args.seed, precision=args.precision, device=args.device)
-    job = SelfSupJob(inputs=args.inputs, output_dir=Path(args.output), config=config, overwrite=args.overwrite,
-                     save_masks=args.save_masks, save_pseudo=args.save_pseudo, quiet=args.quiet)
-    report = selfsup(job)
-    print(f"derain: wrote {len(report.written)} image(s) to {job.output_dir}"
-          + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))
-    return 0
-
-
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "train": cmd_train,
-            "finetune": cmd_finetune, "synth": cmd_synth, "serve": cmd_serve, "compare": cmd_compare,
-            "export": cmd_export, "selfsup": cmd_selfsup, "video": cmd_video}
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``derain`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -546,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command](args)
+        return importlib.import_module(f"derain.commands.{COMMANDS[args.command]}").main(args)
     except DerainError as exc:
         print(f"derain: error: {exc}", file=sys.stderr)
         return 1

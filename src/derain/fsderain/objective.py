@@ -63,7 +63,7 @@ class Perceptual(nn.Module):
 
 def build_perceptual(config: LossConfig) -> Perceptual:
     """The perceptual term with ImageNet VGG16 weights (``config.vgg_weights`` or the torch hub cache)."""
-    from derain.models.vgg import load_vgg16_trunk
+    from derain.losses.vgg import load_vgg16_trunk
 
     return Perceptual(load_vgg16_trunk(config.vgg_weights, normalize=config.vgg_normalize))
 

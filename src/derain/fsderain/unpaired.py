@@ -29,7 +29,7 @@ y = net(x) and E the FrequencyEncoder applied to the high-passed amplitude spect
 - **perceptual content consistency** (weight ``loss.perceptual``, default 0, optional): L1 between the VGG16
   pool3 features of y and of x, i.e. the paired mode's perceptual term with the input in place of the
   missing ground truth. Off by default because it needs ImageNet VGG16 weights (see
-  :mod:`derain.models.vgg`) and because it also pulls towards the rain the input contains; a small weight
+  :mod:`derain.losses.vgg`) and because it also pulls towards the rain the input contains; a small weight
   can keep textures that the low-frequency term does not constrain.
 
 The L1, SSIM and FFT terms need ground truth and must be 0 in this mode.

@@ -1,7 +1,7 @@
 """Running a restoration network on one image tensor: padding, tiling, self-ensemble, precision.
 
 Everything here works on tensors of shape (1, C, H, W) in [0, 1]; reading and writing files is the job of
-:mod:`derain.runner`. The network is any ``nn.Module`` mapping an image to an image of the same size whose
+:mod:`derain.commands.run`. The network is any ``nn.Module`` mapping an image to an image of the same size whose
 height and width must be multiples of ``size_multiple`` (or to a list of images, the first full size).
 """
 from __future__ import annotations

@@ -7,6 +7,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from derain.errors import DerainError
+
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 

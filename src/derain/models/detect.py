@@ -190,7 +190,7 @@ _READERS: dict[str, Callable[[Shapes], dict[str, Any] | None]] = {
     "derain.models.unshuffled:build_dmsr_small": _dmsr_small,
     "derain.models.mspfn:build_mspfn": _mspfn,
     "derain.models.unshuffled:build_mspfn_small": _mspfn_small,
-    "derain.rain2avoid.unet:R2AUNet": _rain2avoid_unet,
+    "derain.models.rain2avoid_unet:R2AUNet": _rain2avoid_unet,
     "derain.models.fsdrnet.network:FSDRNet": _fsdrnet,
 }
 

@@ -142,7 +142,7 @@ register(ModelSpec(
 ))
 register(ModelSpec(
     name="rain2avoid-unet",
-    builder="derain.rain2avoid.unet:R2AUNet",
+    builder="derain.models.rain2avoid_unet:R2AUNet",
     size_multiple=16,
     parameters=4_539_988,
     default_config=dict(in_channels=3, width=64),

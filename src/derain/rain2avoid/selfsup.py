@@ -39,7 +39,7 @@ from derain.inference.precision import compute_dtype
 from derain.inference.restore import pad_to_multiple, padded_forward, resolve_device
 from derain.rain2avoid.ldgp import VARIANTS, ldgp
 from derain.rain2avoid.pseudo_gt import PseudoGT, pseudo_gt
-from derain.rain2avoid.unet import R2AUNet
+from derain.models.rain2avoid_unet import R2AUNet
 from derain.files.outputs import output_paths, prepare_output_dir
 from derain.train.schedules import warmup_cosine
 

@@ -3,10 +3,12 @@
 Each input is a row: the same region of every image (``--crop``, default all of it), a zoomed inset of the
 same place in each panel (``--inset``, default where the first result changed its input most, i.e. where
 the rain was), PSNR/SSIM under each panel when ground truth is given (computed on the whole image, under a
-named protocol), an optional row of FFT log-amplitude panels (:mod:`derain.fft_view`) and an optional
+named protocol), an optional row of FFT log-amplitude panels (:mod:`derain.metrics.spectrum`) and an optional
 column of Rain2Avoid rain masks. Results are matched to inputs by file name, never by order.
 """
 from __future__ import annotations
+
+import argparse
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from derain.data.pairs import find_pairs, images_in, is_dataset, name_key
 from derain.errors import DerainError
-from derain.fft_view import log_amplitude, to_grey_uint8
+from derain.metrics.spectrum import log_amplitude, to_grey_uint8
 from derain.files.imageio import expand_inputs, read_uint8_rgb
 from derain.metrics import PROTOCOLS, describe, psnr_ssim
 from derain.files.outputs import refuse_existing
@@ -352,3 +354,16 @@ def compare(job: CompareJob) -> Path:
     except OSError as exc:
         raise DerainError(f"cannot write {output}: {exc}") from None
     return output
+
+
+def main(args: argparse.Namespace) -> int:
+    """``derain compare``: write a comparison sheet."""
+    job = CompareJob(inputs=args.inputs, results=[parse_named_folder(r) for r in args.result],
+                     output=Path(args.output), gt=Path(args.gt) if args.gt else None, protocol=args.protocol,
+                     masks=Path(args.masks) if args.masks else None, fft=args.fft,
+                     crop=parse_box(args.crop) if args.crop else None,
+                     inset=parse_point(args.inset) if args.inset else None, inset_size=args.inset_size,
+                     panel_width=args.panel_width, limit=args.limit, overwrite=args.overwrite)
+    path = compare(job)
+    print(f"derain: wrote comparison sheet {path}")
+    return 0

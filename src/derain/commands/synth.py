@@ -9,6 +9,8 @@ rainy image is then written under ``targets/`` with the same name.
 """
 from __future__ import annotations
 
+import argparse
+
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,3 +92,13 @@ def synth(job: SynthJob) -> SynthReport:
                             exif=image.exif, icc_profile=image.icc_profile)
                 report.written.append(scene_path)
     return report
+
+
+def main(args: argparse.Namespace) -> int:
+    """``derain synth``: add synthetic rain to clean images."""
+    job = SynthJob(inputs=args.inputs, output_dir=Path(args.output), preset=args.preset, seed=args.seed,
+                   count=args.count, overwrite=args.overwrite)
+    report = synth(job)
+    print(f"derain: wrote {len(report.written)} rainy image(s) to {job.output_dir}"
+          + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))
+    return 0

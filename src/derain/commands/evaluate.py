@@ -7,6 +7,8 @@ result, is an error that names the files.
 """
 from __future__ import annotations
 
+import argparse
+
 import csv
 import json
 import math
@@ -165,3 +167,29 @@ def _fmt(value: float | None) -> str:
 def _num(value: float) -> float | None:
     # JSON has no NaN/inf; identical images (infinite PSNR) are written as null with the CSV saying inf.
     return None if not math.isfinite(value) else round(value, 6)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``derain eval``: score results against ground truth (or NIQE without it) and print the table."""
+    if args.out:
+        report_paths(Path(args.out), args.overwrite)  # refused before the scoring, not after
+    if args.no_reference:
+        results = [score_no_reference(args.no_reference)]
+        s = results[0]
+        print(format_table(["images", "NIQE (lower is better)"], [[str(len(s.images)), f"{s.mean('niqe'):.4f}"]]))
+        print("protocol: niqe: standard pristine model, 96x96 blocks, rounded BT.601 studio-swing Y")
+        protocol = "niqe"
+    else:
+        if not (args.pred and args.gt):
+            raise DerainError("eval needs --pred DIR and --gt DIR (or --no-reference DIR for NIQE)")
+        from derain.metrics import PROTOCOLS
+        if args.protocol not in PROTOCOLS:
+            raise DerainError(f"unknown protocol {args.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        sets = ground_truth_sets(Path(args.pred), Path(args.gt), partial=args.partial)
+        results = score_sets(sets, args.protocol)
+        print(full_reference_table(results, args.protocol))
+        protocol = args.protocol
+    if args.out:
+        csv_path, json_path = write_reports(results, Path(args.out), protocol, args.overwrite)
+        print(f"derain: per-image scores in {csv_path}, summary in {json_path}")
+    return 0

@@ -6,6 +6,8 @@ prints at once however many networks are registered.
 """
 from __future__ import annotations
 
+import argparse
+
 import json
 import struct
 import textwrap
@@ -102,3 +104,9 @@ def describe_model(name: str) -> str:
         out += wrap.wrap(f"  bundled weights{' (the default model)' if default else ''}: {path.name}, "
                          f"{parameters_in(header):,} parameters: {held}")
     return "\n".join(out)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``derain models``: list the registered networks, or describe one."""
+    print(describe_model(args.name) if args.name else models_table())
+    return 0

@@ -6,6 +6,8 @@ saved as, so ``bench`` and ``run`` followed by ``eval`` give the same numbers.
 """
 from __future__ import annotations
 
+import argparse
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,9 @@ from tqdm import tqdm
 
 from derain.weights.load import load_model
 from derain.data import find_datasets
+from derain.commands import inference_options
 from derain.errors import DerainError
-from derain.evaluate import ImageScore, SetScore, format_table
+from derain.commands.evaluate import ImageScore, SetScore, format_table
 from derain.files.imageio import read_image, read_uint8_rgb, write_image
 from derain.inference.restore import InferenceOptions, prepare_for, resolve_device, restore
 from derain.metrics import describe, psnr_ssim
@@ -106,3 +109,20 @@ def bench_table(result: BenchResult) -> str:
     return (f"model: {result.model}  params: {result.parameters / 1e6:.2f}M  "
             f"seconds/image: {result.seconds_per_image:.3f}\n{table}\n"
             f"protocol: {result.protocol}: {describe(result.protocol)}")
+
+
+def main(args: argparse.Namespace) -> int:
+    """``derain bench``: run a model over benchmark sets and print the table."""
+    from dataclasses import replace
+
+    target = args.model_or_checkpoint
+    is_file = Path(target).is_file() or Path(target).suffix in (".pth", ".pt", ".safetensors", ".ckpt")
+    options = inference_options(args)
+    if options.working_side == "auto":  # benchmarks score the network at the images' own resolution
+        options = replace(options, working_side=None)
+    job = BenchJob(model=args.model if is_file else target, weights=target if is_file else args.weights,
+                   datasets=args.datasets, protocol=args.protocol, device=args.device, options=options,
+                   save_dir=Path(args.save) if args.save else None, overwrite=args.overwrite, limit=args.limit,
+                   quiet=args.quiet)
+    print(bench_table(run_bench(job)))
+    return 0

@@ -11,6 +11,8 @@ processes with ``shard`` (or automatically under ``torchrun``).
 """
 from __future__ import annotations
 
+import argparse
+
 import io
 import json
 import os
@@ -23,6 +25,7 @@ from typing import Callable, Iterable
 import torch
 from tqdm import tqdm
 
+from derain.commands import inference_options
 from derain.errors import DerainError
 from derain.files.checkpoints import file_fingerprint
 from derain.files.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, Encoding, encode_image,
@@ -292,3 +295,30 @@ def run(job: RunJob) -> RunReport:
 def _announce(job: RunJob, result: FileResult) -> None:
     if job.on_result is not None:
         job.on_result(result)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``derain run``: restore images, folders or globs, and print what was written."""
+    from derain.files.imageio import DEFAULT_MAX_PIXELS, Encoding
+    from derain.files.outputs import STDIO, parse_shard
+    if args.json and args.output == "-":
+        raise DerainError("--json prints to stdout, where -o - writes the image; use one of them")
+    on_result = (lambda result: print(result.json_line(), flush=True)) if args.json else None
+    job = RunJob(inputs=args.inputs, output_dir=Path(args.output), model=args.model, weights=args.weights,
+                 device=args.device, options=inference_options(args), overwrite=args.overwrite,
+                 shard=parse_shard(args.shard) if args.shard else None,
+                 suffix=f".{args.format}" if args.format else None, quiet=args.quiet or args.json,
+                 backend=args.backend, task=args.task, recursive=args.recursive, name_suffix=args.suffix,
+                 keep_existing=args.keep_existing, encoding=Encoding(args.quality, args.subsampling),
+                 max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, threads=args.threads, on_result=on_result)
+    report = run(job)
+    summary = (f"derain: wrote {len(report.written)} image(s) to "
+               f"{'stdout' if job.output_dir == STDIO else job.output_dir}"
+               + (f" ({len(report.remade)} made again: other model or weights had made them)" if report.remade
+                  else "")
+               + (f", skipped {len(report.skipped)} existing (use --overwrite to redo them)" if report.skipped else ""))
+    if not args.json:
+        print(summary, file=sys.stderr if job.output_dir == STDIO else sys.stdout)
+    if report.failed:
+        raise DerainError(f"{len(report.failed)} image(s) failed: " + ", ".join(str(p) for p, _ in report.failed[:5]))
+    return 0
