@@ -33,7 +33,7 @@ def test_a_duplicate_nested_key_names_its_dotted_path(tmp_path):
 
 def test_equal_keys_in_different_mappings_are_fine(tmp_path):
     path = tmp_path / "fine.yaml"
-    path.write_text("name: fine\nmodel:\n  name: fastderain\noptim:\n  name: adam\n")
+    path.write_text("name: fine\nmodel:\n  name: fastderain\noptim:\n  name: adam\ndata:\n  train: pairs\n")
     config = load_config(path)
     assert (config.name, config.model.name, config.optim.name) == ("fine", "fastderain", "adam")
 

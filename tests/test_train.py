@@ -117,7 +117,7 @@ def test_synthetic_and_plateau_settings_are_checked():
         load_config(None, ["data.train=null"])
     assert load_config(None, ["data.train=null", "data.synth_ratio=1", "data.synth_clean=x"]).data.train is None
     with pytest.raises(DerainError, match="plateau is driven by the validation PSNR"):
-        load_config(None, ["schedule.name=plateau"])
+        load_config(None, ["schedule.name=plateau", "data.train=pairs"])
 
 
 # ----- schedules and EMA -------------------------------------------------------------------------------
