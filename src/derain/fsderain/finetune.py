@@ -33,10 +33,10 @@ from derain.errors import DerainError
 from derain.fsderain.config import FinetuneConfig, load_finetune_config
 from derain.fsderain.objective import FSDerainObjective
 from derain.fsderain.unpaired import UnpairedObjective
-from derain.inference.precision import autocast_context, compute_dtype
-from derain.inference.restore import InferenceOptions, primary_output, resolve_device, restore
+from derain.inference.precision import compute_dtype
+from derain.inference.restore import primary_output, resolve_device
 from derain.models import get_spec
-from derain.train.loop import to_uint8
+from derain.train.loop import Batch, TrainingLoop, validate
 from derain.train.rundir import BEST, LAST, Logger, claim_run_dir, weights_path_for
 
 Pairs = list[tuple[str, np.ndarray, np.ndarray]]
@@ -134,23 +134,37 @@ def unpaired_training_images(root: str, limit: int | None) -> list[tuple[str, np
     return load_images(root, "rainy training images", limit)
 
 
-# ----- validation ---------------------------------------------------------------------------------------
-@torch.no_grad()
-def validate(model: nn.Module, pairs: Pairs, size_multiple: int, device: torch.device,
-             dtype: torch.dtype | None) -> tuple[float, float]:
-    """Mean ``matlab-y`` PSNR/SSIM of ``model`` on full-resolution ``pairs`` (padded to its size multiple)."""
-    from derain.metrics import psnr_ssim
+# ----- the loop's configuration -------------------------------------------------------------------------
+class EpochBatches:
+    """FSDerain's data source: ceil(N / batch) steps per epoch over the N training images, the last batch of
+    an epoch taking what is left (a DataLoader without ``drop_last``); batches ``(input, target)``, or in the
+    unpaired mode ``(rainy input, clean-pool patches or None)``."""
 
-    was_training = model.training
-    model.eval()
-    options = InferenceOptions(tile=0, precision="bf16" if dtype == torch.bfloat16 else "fp32", fast=False)
-    scores = []
-    for _, inp, tgt in pairs:
-        x = torch.from_numpy(np.array(inp)).permute(2, 0, 1)[None].float().div(255.0)
-        y = restore(model, x, size_multiple, options, device=device)
-        scores.append(psnr_ssim(to_uint8(y.cpu()), tgt, protocol="matlab-y"))
-    model.train(was_training)
-    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+    def __init__(self, train: PairedPatches | ResizedPairs, n_train: int, batch: int, patch: int,
+                 unpaired: bool = False, clean: PairedPatches | None = None) -> None:
+        self.train, self.n_train, self.batch, self.patch = train, n_train, batch, patch
+        self.unpaired, self.clean = unpaired, clean
+        self.steps_per_epoch = math.ceil(n_train / batch)
+
+    def sample(self, step: int) -> Batch:
+        size = min(self.batch, self.n_train - (step % self.steps_per_epoch) * self.batch)
+        x, y = self.train.sample(size, self.patch)
+        if not self.unpaired:
+            return x, y
+        return x, self.clean.sample(size, self.patch)[1] if self.clean is not None else None
+
+
+class FinetuneObjective:
+    """FSDerain's losses on the network's (primary) output: paired ``losses(out, target, input)``, unpaired
+    ``losses(out, input, clean patches)``."""
+
+    def __init__(self, losses: nn.Module, unpaired: bool) -> None:
+        self.losses, self.unpaired = losses, unpaired
+
+    def __call__(self, forward: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        x, other = batch
+        out = primary_output(forward(x)).float()  # the loss is computed in float32 (FFTs, SSIM, small differences)
+        return self.losses(out, x, other) if self.unpaired else self.losses(out, other, x)
 
 
 # ----- the run ------------------------------------------------------------------------------------------
@@ -168,8 +182,8 @@ def _describe_terms(config: FinetuneConfig) -> str:
             + (f"; {'; '.join(notes)}" if notes else ""))
 
 
-class FineTuner:
-    """Everything one fine-tuning run needs; :meth:`fit` runs it. See the module docstring."""
+class FineTuner(TrainingLoop):
+    """The training loop configured for one fine-tuning run; :meth:`fit` runs it. See the module docstring."""
 
     def __init__(self, checkpoint: str | Path, config: FinetuneConfig, run_dir: str | Path | None = None,
                  perceptual: nn.Module | None = None, overwrite: bool = False) -> None:
@@ -193,8 +207,8 @@ class FineTuner:
                               f"for model {self.model_name!r}")
 
         # The loss first: a missing VGG file is reported before any data is read.
-        self.objective: nn.Module = (UnpairedObjective(cfg.loss, perceptual=perceptual) if cfg.unpaired
-                                     else FSDerainObjective(cfg.loss, perceptual=perceptual))
+        self.losses: nn.Module = (UnpairedObjective(cfg.loss, perceptual=perceptual) if cfg.unpaired
+                                  else FSDerainObjective(cfg.loss, perceptual=perceptual))
         self.val_pairs: Pairs = []
         self.clean: PairedPatches | None = None
         if cfg.unpaired:
@@ -223,57 +237,28 @@ class FineTuner:
             self.val_pairs = self.val_pairs[:cfg.data.val_max_images]
         if cfg.data.sampling == "crop":
             self.train.check_patch(cfg.data.patch)
-        self.objective.to(self.device)
+        self.losses.to(self.device)
 
-        params = list(self.model.parameters()) + list(self.objective.trainable_parameters())
+        params = list(self.model.parameters()) + list(self.losses.trainable_parameters())
         opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                 weight_decay=cfg.optim.weight_decay)
-        self.steps_per_epoch = math.ceil(self.n_train / cfg.data.batch)
+        optimizer = opt_cls(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+        data = EpochBatches(self.train, self.n_train, cfg.data.batch, cfg.data.patch, cfg.unpaired, self.clean)
+        self.steps_per_epoch = data.steps_per_epoch
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         from derain.train.schedules import make_schedule
 
-        self.schedule = make_schedule(cfg.schedule, cfg.optim.lr, self.total_steps)
-        self.step, self.best_psnr = 0, -math.inf
+        schedule = make_schedule(cfg.schedule, cfg.optim.lr, self.total_steps)
+        super().__init__(self.model, FinetuneObjective(self.losses, cfg.unpaired), data, optimizer, schedule,
+                         self.device, self.dtype, grad_clip=cfg.optim.grad_clip)
+        self.best_psnr = -math.inf
 
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir()
         claim_run_dir(self.run_dir, overwrite)  # after the source is loaded: it may be this folder's last run
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = Logger(self.run_dir / "train.log")
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-    # ----- one step ------------------------------------------------------------------------------------
-    def train_step(self, batch: int) -> tuple[float, dict[str, float], float]:
-        """One optimiser step on ``batch`` samples; returns (loss, its terms, lr)."""
-        cfg = self.config
-        lr = self.schedule(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        x, y = self.train.sample(batch, cfg.data.patch)
-        x, y = x.to(self.device), y.to(self.device)
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast_context(self.device, self.dtype):
-            out = primary_output(self.model(x))
-        out = out.float()  # the loss is computed in float32 (FFTs, SSIM and small differences)
-        if cfg.unpaired:
-            clean = None
-            if self.clean is not None:
-                _, clean = self.clean.sample(batch, cfg.data.patch)
-                clean = clean.to(self.device)
-            loss, parts = self.objective(out, x, clean)
-        else:
-            loss, parts = self.objective(out, y, x)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise RuntimeError(f"loss is {value} at step {self.step}; lower optim.lr or set optim.grad_clip")
-        loss.backward()
-        if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-        self.optimizer.step()
-        self.step += 1
-        return value, parts, lr
 
     # ----- checkpoints and validation --------------------------------------------------------------------
     def save(self, name: str, epoch: int, kind: str) -> Path:
@@ -322,18 +307,17 @@ class FineTuner:
             self.log("no validation set: the plateau schedule (if any) keeps its lr" if cfg.schedule.name == "plateau"
                      else "no validation set")
         self.model.train()
-        self.objective.train()
+        self.losses.train()
         train_seconds = 0.0  # steps only, so ms/step is not inflated by validation and checkpoints
         running: float | None = None
         epoch, stopped, steps_here = 0, False, 0
         while self.step < self.total_steps and not stopped:
             epoch += 1
-            for i in range(self.steps_per_epoch):
+            for _ in range(self.steps_per_epoch):
                 if self.step >= self.total_steps:
                     break
-                batch = min(cfg.data.batch, self.n_train - i * cfg.data.batch)
                 t = time.monotonic()
-                loss, parts, lr = self.train_step(batch)
+                loss, parts, lr = self.train_step()
                 train_seconds += time.monotonic() - t
                 steps_here += 1
                 running = loss if running is None else 0.9 * running + 0.1 * loss
@@ -373,4 +357,4 @@ def finetune(checkpoint: str | Path, data: str | Path, config_path: str | Path |
     return FineTuner(checkpoint, config, run_dir=run_dir, perceptual=perceptual, overwrite=overwrite).fit()
 
 
-__all__: Sequence[str] = ["FineTuner", "ResizedPairs", "finetune", "load_source", "validate"]
+__all__: Sequence[str] = ["EpochBatches", "FineTuner", "FinetuneObjective", "ResizedPairs", "finetune", "load_source"]

@@ -41,6 +41,7 @@ from derain.rain2avoid.ldgp import VARIANTS, ldgp
 from derain.rain2avoid.pseudo_gt import PseudoGT, pseudo_gt
 from derain.models.rain2avoid_unet import R2AUNet
 from derain.files.outputs import output_paths, prepare_output_dir
+from derain.train.loop import TrainingLoop
 from derain.train.schedules import warmup_cosine
 
 MODES = ("per-image", "multiple")
@@ -206,45 +207,53 @@ def _crop_batch(items: list[Prepared], recipe: Recipe, gen: torch.Generator,
     return torch.cat(xs) / 255.0, torch.cat(ys) / 255.0
 
 
+class PseudoTargets:
+    """Rain2Avoid's data source: (rainy input, pseudo ground truth) batches. The faithful recipe (crop 0) takes
+    the whole (padded) image with its pseudo ground truths in order; the others random crops (see
+    :func:`_crop_batch`) of the one image, or of the images in order, a batch at a time (the official folder
+    mode)."""
+
+    def __init__(self, items: list[Prepared], recipe: Recipe, generator: torch.Generator) -> None:
+        self.items, self.recipe, self.generator = items, recipe, generator
+        if recipe.crop == 0:
+            self.padded = pad_to_multiple(_to_float(items[0].rainy)[None], SIZE_MULTIPLE)
+
+    def sample(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        items, batch = self.items, self.recipe.batch
+        if self.recipe.crop == 0:
+            pseudo = items[0].pseudo
+            return self.padded, _to_float(pseudo.image(step % len(pseudo)))[None]
+        if len(items) == 1:
+            picks = [0] * batch
+        else:
+            start = (step % math.ceil(len(items) / batch)) * batch
+            picks = list(range(start, min(start + batch, len(items))))
+        return _crop_batch(items, self.recipe, self.generator, picks)
+
+
+def pseudo_target_mse(forward: Callable[..., torch.Tensor],
+                      batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Rain2Avoid's objective: the MSE between the output and the pseudo ground truth, over the target's
+    extent (a whole image's padding is left out)."""
+    x, target = batch
+    out = forward(x)[..., :target.shape[-2], :target.shape[-1]]
+    return F.mse_loss(out.float(), target), {}
+
+
 def train_network(items: list[Prepared], recipe: Recipe, device: torch.device,
                   progress: Callable[[int, float], None] | None = None,
                   generator: torch.Generator | None = None) -> R2AUNet:
     """A fresh UNet trained on ``items`` (one image in per-image mode, all of them in multiple mode)."""
     model = R2AUNet(width=recipe.width, residual=recipe.residual).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     schedule = (warmup_cosine(recipe.lr, recipe.steps, max(1, recipe.steps // 20)) if recipe.schedule == "cosine"
                 else (lambda step: recipe.lr))
-    dtype = compute_dtype(recipe.precision, device)
-    gen = generator or torch.Generator().manual_seed(0)
-    whole = recipe.crop == 0
-    if whole:  # the faithful recipe: the whole (padded) image, pseudo ground truths in order
-        item = items[0]
-        h, w = item.rainy.shape[-2:]
-        x = pad_to_multiple(_to_float(item.rainy)[None], SIZE_MULTIPLE).to(device)
+    data = PseudoTargets(items, recipe, generator or torch.Generator().manual_seed(0))
+    loop = TrainingLoop(model, pseudo_target_mse, data, torch.optim.Adam(model.parameters(), lr=recipe.lr), schedule,
+                        device, compute_dtype(recipe.precision, device))
     for step in range(recipe.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = schedule(step)
-        if whole:
-            inputs, targets = x, _to_float(item.pseudo.image(step % len(item.pseudo)))[None].to(device)
-        else:
-            if len(items) == 1:
-                picks = [0] * recipe.batch
-            else:  # the official folder mode walks the images in order, a batch at a time
-                per_epoch = math.ceil(len(items) / recipe.batch)
-                start = (step % per_epoch) * recipe.batch
-                picks = list(range(start, min(start + recipe.batch, len(items))))
-            inputs, targets = _crop_batch(items, recipe, gen, picks)
-            inputs, targets = inputs.to(device), targets.to(device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = model(inputs)
-        if whole:
-            out = out[..., :h, :w]  # the loss sees the image, not its padding
-        loss = F.mse_loss(out.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, _, _ = loop.train_step()
         if progress is not None:
-            progress(step, loss.item())
+            progress(step, loss)
     return model
 
 

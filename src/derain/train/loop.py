@@ -29,7 +29,7 @@ import random
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import torch
@@ -96,8 +96,141 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
     return out
 
 
-class Trainer:
-    """Builds everything a config describes and runs the loop (see the module docstring)."""
+Batch = tuple[Any, ...]  # what a data source hands the objective: the network's input first (tensors or None)
+
+
+class DataSource(Protocol):
+    """Where each step's batch comes from; the step may decide its shape (stages, the end of an epoch)."""
+
+    def sample(self, step: int) -> Batch: ...
+
+
+class Objective(Protocol):
+    """What a step minimises: ``objective(forward, batch) -> (loss, its named terms)``, where ``forward`` runs
+    the network under the loop's autocast (the objective computes its loss in float32)."""
+
+    def __call__(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+class SupervisedObjective:
+    """``derain train``'s objective: the configured loss of the output against the target; an all-in-one
+    model's selector logits feed the loss's selector term (batches ``(input, target[, task])``)."""
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        self.loss = loss
+
+    def __call__(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch[0], batch[1]
+        selector = None
+        if self.loss.needs_selector:
+            result = forward(x, details=True)
+            out, selector = result.image, (result.logits, batch[2] if len(batch) > 2 else None)
+        else:
+            out = forward(x)
+        # Multi-output networks (DMSR) return a list of images, full resolution first.
+        out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
+        return self.loss(out, y, selector)
+
+
+def stage_at(stages: list[Stage], step: int) -> Stage:
+    """The stage (patch and batch) in force at ``step``; ``stages`` sorted by start, the first at 0."""
+    return [s for s in stages if s.start <= step][-1]
+
+
+class StagedBatches:
+    """``derain train``'s data source: batches of the patch and size of the stage the step is in."""
+
+    def __init__(self, batches: Any, stages: list[Stage]) -> None:
+        self.batches, self.stages = batches, stages
+
+    def sample(self, step: int) -> Batch:
+        stage = stage_at(self.stages, step)
+        return self.batches.sample(stage.batch, stage.patch)
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, pairs: list[tuple[str, np.ndarray, np.ndarray]], size_multiple: int,
+             device: torch.device, dtype: torch.dtype | None) -> tuple[float, float]:
+    """Mean ``matlab-y`` PSNR/SSIM of ``model`` on whole ``pairs`` (padded to its size multiple), on the
+    reference inference path in the precision it trains in."""
+    from derain.metrics import psnr_ssim
+
+    was_training = model.training
+    model.eval()
+    options = InferenceOptions(tile=0, precision="bf16" if dtype == torch.bfloat16 else "fp32", fast=False)
+    scores = []
+    for _, inp, tgt in pairs:
+        x = torch.from_numpy(np.array(inp)).permute(2, 0, 1)[None].float().div(255.0)
+        y = restore(model, x, size_multiple, options, device=device)
+        scores.append(psnr_ssim(to_uint8(y.cpu()), tgt, protocol="matlab-y"))
+    model.train(was_training)
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+
+class TrainingLoop:
+    """The one training step: a network minimises an objective over batches of a data source, with an
+    optimiser whose lr follows a schedule; optionally gradient accumulation and clipping, an EMA of the
+    weights and DDP (``net``). :class:`Trainer` (``derain train``), FSDerain's fine-tuning and Rain2Avoid's
+    self-supervision are configurations of it."""
+
+    def __init__(self, model: torch.nn.Module, objective: Objective, data: DataSource,
+                 optimizer: torch.optim.Optimizer, schedule: Callable[[int], float], device: torch.device,
+                 dtype: torch.dtype | None = None, *, memory_format: torch.memory_format | None = None,
+                 accumulate: int = 1, grad_clip: float = 0.0, ema: EMA | None = None,
+                 dist: distributed.DistInfo | None = None) -> None:
+        self.model, self.objective, self.data = model, objective, data
+        self.optimizer, self.schedule = optimizer, schedule
+        # memory_format: the layout batches are put in (and the model is in); None leaves the data source's.
+        self.device, self.dtype, self.memory_format = device, dtype, memory_format
+        self.accumulate, self.grad_clip, self.ema = accumulate, grad_clip, ema
+        self.dist = dist or distributed.DistInfo()
+        self.net: torch.nn.Module = model  # the DistributedDataParallel wrapper under torchrun
+        self.step = 0
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        """The network's output for ``x`` under the loop's autocast."""
+        with autocast_context(self.device, self.dtype):
+            return self.net(x, **kwargs)
+
+    def _to_device(self, batch: Batch) -> Batch:
+        layout = self.memory_format
+        return tuple(t if t is None else t.to(self.device).contiguous(memory_format=layout)
+                     if t.dim() == 4 and layout is not None else t.to(self.device) for t in batch)
+
+    def train_step(self) -> tuple[float, dict[str, float], float]:
+        """One optimiser step (with accumulation); returns the loss, its terms and the lr used.
+
+        The loss of each micro-batch is divided by ``accumulate`` so the summed gradients are those of the
+        mean loss over all micro-batches: accumulating N batches of B gives the update of one batch of N x B.
+        """
+        lr = self.schedule(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        total, parts = 0.0, {}
+        for i in range(self.accumulate):
+            batch = self._to_device(self.data.sample(self.step))
+            # Under DDP, gradients are all-reduced only on the last micro-batch (no_sync skips the others).
+            last_micro = i == self.accumulate - 1
+            sync = self.net.no_sync() if self.dist.enabled and not last_micro else contextlib.nullcontext()
+            with sync:
+                loss, parts = self.objective(self.forward, batch)
+                (loss / self.accumulate).backward()
+            total += float(loss.detach()) / self.accumulate
+        total = distributed.mean_scalar(total, self.device)  # every rank sees (and stops on) the same loss
+        if not math.isfinite(total):
+            raise RuntimeError(f"loss is {total} at step {self.step}; lower optim.lr or set optim.grad_clip")
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return total, parts, lr
+
+
+class Trainer(TrainingLoop):
+    """``derain train``: builds everything a config describes and runs the loop (see the module docstring)."""
 
     def __init__(self, config: TrainConfig, resume: str | None = None) -> None:
         self.config = config
@@ -140,8 +273,10 @@ class Trainer:
         if self.loss.needs_selector and not (config.data.tasks and getattr(self.model, "has_selector", False)):
             raise DerainError(f"loss term 'selector' needs data.tasks and an all-in-one model with a degradation "
                               f"selector (e.g. fsdrnet), not {config.model.name!r}")
-        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
-        self.step = 0
+        ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
+        super().__init__(self.model, SupervisedObjective(self.loss), StagedBatches(self.batches, self._stages()),
+                         self.optimizer, self.schedule, self.device, self.dtype, memory_format=self.memory_format,
+                         accumulate=config.optim.accumulate, grad_clip=config.optim.grad_clip, ema=ema, dist=self.dist)
         self.saved_step = -1
         self.best_psnr = -math.inf
 
@@ -153,7 +288,6 @@ class Trainer:
         elif config.warm_start:
             self._warm_start(config.warm_start)
         # DDP broadcasts rank 0's weights at construction, so all ranks start equal even after a warm start.
-        self.net: torch.nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -185,7 +319,7 @@ class Trainer:
         return stages
 
     def _stage_at(self, step: int) -> Stage:
-        return [s for s in self._stages() if s.start <= step][-1]
+        return stage_at(self._stages(), step)
 
     def _warm_start(self, path: str) -> None:
         from derain.weights.load import load_model
@@ -297,23 +431,9 @@ class Trainer:
         return last
 
     # ----- validation ----------------------------------------------------------------------------------
-    @torch.no_grad()
     def validate(self) -> tuple[float, float]:
         """Mean PSNR/SSIM (matlab-y) of the exported weights on the validation pairs (monitoring only)."""
-        from derain.metrics import psnr_ssim
-
-        model = self.export_model()
-        was_training = model.training
-        model.eval()
-        precision = "bf16" if self.dtype == torch.bfloat16 else "fp32"
-        options = InferenceOptions(tile=0, precision=precision, fast=False)  # the reference path, as trained
-        scores = []
-        for _, inp, tgt in self.val_pairs:
-            x = torch.from_numpy(np.array(inp)).permute(2, 0, 1)[None].float().div(255.0)
-            y = restore(model, x, self.spec.size_multiple, options, device=self.device)
-            scores.append(psnr_ssim(to_uint8(y), tgt, protocol="matlab-y"))
-        model.train(was_training)
-        return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+        return validate(self.export_model(), self.val_pairs, self.spec.size_multiple, self.device, self.dtype)
 
     def _validate_and_log(self) -> None:
         """Rank 0 validates while the others wait; the PSNR then reaches every rank (for ``plateau``)."""
@@ -338,50 +458,6 @@ class Trainer:
                      f"{self.schedule(self.step):.3e}")
 
     # ----- the loop ------------------------------------------------------------------------------------
-    def train_step(self) -> tuple[float, dict[str, float], float]:
-        """One optimiser step (with accumulation); returns the loss, its terms and the lr used.
-
-        The loss of each micro-batch is divided by ``accumulate`` so the summed gradients are those of the
-        mean loss over all micro-batches: accumulating N batches of B gives the update of one batch of N x B.
-        """
-        cfg = self.config
-        lr = self.schedule(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        stage = self._stage_at(self.step)
-        self.optimizer.zero_grad(set_to_none=True)
-        total, parts = 0.0, {}
-        for i in range(cfg.optim.accumulate):
-            sample = self.batches.sample(stage.batch, stage.patch)  # (input, target[, task]) patches
-            x, y = (t.to(self.device).contiguous(memory_format=self.memory_format) for t in sample[:2])
-            task = sample[2].to(self.device) if len(sample) > 2 else None
-            # Under DDP, gradients are all-reduced only on the last micro-batch (no_sync skips the others).
-            last_micro = i == cfg.optim.accumulate - 1
-            sync = self.net.no_sync() if self.dist.enabled and not last_micro else contextlib.nullcontext()
-            with sync:
-                selector = None
-                with autocast_context(self.device, self.dtype):
-                    if self.loss.needs_selector:  # all-in-one: the selector's logits feed their own term
-                        result = self.net(x, details=True)
-                        out, selector = result.image, (result.logits, task)
-                    else:
-                        out = self.net(x)
-                # Multi-output networks (DMSR) return a list of images, full resolution first.
-                out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
-                loss, parts = self.loss(out, y, selector)
-                (loss / cfg.optim.accumulate).backward()
-            total += float(loss.detach()) / cfg.optim.accumulate
-        total = distributed.mean_scalar(total, self.device)  # every rank sees (and stops on) the same loss
-        if not math.isfinite(total):
-            raise RuntimeError(f"loss is {total} at step {self.step}; lower optim.lr or set optim.grad_clip")
-        if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
-        self.step += 1
-        return total, parts, lr
-
     def _stop_if_diverged(self, running: float, lowest: float) -> None:
         """Raise when the running loss has grown past ``divergence_factor`` times its lowest (positive losses)."""
         factor = self.config.divergence_factor
