@@ -9,6 +9,7 @@ import torch
 
 from derain.cli import main
 from derain.models import build, count_parameters, get_spec, list_specs
+from derain.models.capabilities import capabilities_of
 
 
 @pytest.mark.parametrize("name", [spec.name for spec in list_specs()])
@@ -16,6 +17,9 @@ def test_each_registered_parameter_count_is_the_built_networks(name):
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         net = build(name)
     assert get_spec(name).parameters == count_parameters(net)
+    # The size multiple the registry states is the one the network computes from that configuration.
+    declared = capabilities_of(net.eval()).size_multiple  # as inference runs it
+    assert declared is None or declared == get_spec(name).size_multiple
 
 
 def test_models_lists_short_lines_marks_the_default_and_counts_the_bundled_weights(capsys):
@@ -52,3 +56,12 @@ def test_models_name_describes_one_model(capsys):
     assert all(len(line) <= 100 for line in out.splitlines())
     assert main(["models", "nosuchnet"]) == 1
     assert "unknown model 'nosuchnet'" in capsys.readouterr().err
+
+
+def test_a_network_class_built_bare_is_its_registry_default():
+    from derain.models.fastderain import FastDerain
+
+    with torch.device("meta"):
+        bare, registered = FastDerain(), build("fastderain")
+    assert {k: tuple(v.shape) for k, v in bare.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in registered.state_dict().items()}

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import sys
 
+from derain.data.degradations import TASK_CHOICES
 from derain.errors import DerainError
 
 # The module of derain.commands whose main(args) runs each command (imported only when it runs).
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true",
                      help="print one JSON line per input (input, output, model, seconds, status) on stdout")
     run.add_argument("--shard", help="process only part I of N of the files (0-based), e.g. 0/4")
-    run.add_argument("--task", choices=["auto", "rain", "haze", "noise", "blur", "lowlight"],
+    run.add_argument("--task", choices=TASK_CHOICES,
                      help="all-in-one models (fsdrnet): the degradation to remove; auto (default) lets the "
                           "model's selector decide and prints what it chose")
     run.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],

@@ -31,10 +31,10 @@ import torch
 from derain.data.datasets import PairedPatches, load_clean_images, load_pairs, to_tensor
 from derain.data.degrade import (BlurConfig, HazeConfig, LowLightConfig, add_gaussian_noise, add_haze,
                                  add_low_light, add_motion_blur)
+from derain.data.degradations import TASKS
 from derain.data.synth import add_rain
 from derain.errors import DerainError
 
-TASKS: tuple[str, ...] = ("rain", "haze", "noise", "blur", "lowlight")
 NOISE_SIGMAS: tuple[float, ...] = (15.0, 25.0, 50.0)
 
 

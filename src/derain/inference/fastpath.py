@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from derain.inference.precision import compute_dtype
+from derain.models.capabilities import capabilities_of
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,9 @@ def choose_fast_path(model: nn.Module, device: torch.device, precision: str = "a
         return FastPath(autocast=dtype, compile=compile)
     # Networks that cast their input to their weights' dtype and add the residual in float32 can hold bf16
     # weights: no casts between layers, and the output keeps float32 precision where it matters.
-    own_dtype = dtype is not None and getattr(model, "accepts_low_precision_weights", False)
-    return FastPath(fold=hasattr(model, "fold"), channels_last=True,
+    can = capabilities_of(model)
+    own_dtype = dtype is not None and can.low_precision_weights
+    return FastPath(fold=can.foldable, channels_last=True,
                     autocast=None if own_dtype else dtype, weights_dtype=dtype if own_dtype else None,
                     compile=compile)
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from derain.errors import DerainError
 from derain.inference.restore import primary_output
+from derain.models.capabilities import capabilities_of
 
 META_MODEL = "derain.model"
 META_MULTIPLE = "derain.size_multiple"
@@ -98,7 +99,7 @@ def export_onnx(model: nn.Module, name: str, path: str | Path, size_multiple: in
     path = Path(path)
     start = time.perf_counter()
     model = model.cpu().float().eval()
-    if hasattr(model, "fold"):  # FastDerain's re-parameterised convs: export the single-conv form
+    if capabilities_of(model).foldable:  # FastDerain's re-parameterised convs: export the single-conv form
         model.fold()
     wrapped = _FirstOutput(model).eval()
     m = max(size_multiple, 1)

@@ -21,6 +21,7 @@ from derain.inference.fastpath import PreparedModel, choose_fast_path, prepare_m
 from derain.inference.hardware import available_memory_bytes
 from derain.inference.precision import autocast_context
 from derain.inference.tiling import Forward, tile_starts, tiled_forward
+from derain.models.capabilities import capabilities_of
 
 
 @dataclass
@@ -203,9 +204,9 @@ def size_multiple_of(model: nn.Module, fallback: int | None = None) -> int:
     model does). A network that declares nothing, with no fallback, is one clear error rather than a guess.
     """
     for candidate in (network_of(model), model):
-        declared = getattr(candidate, "size_multiple", None)
+        declared = capabilities_of(candidate).size_multiple
         if declared is not None:
-            return int(declared)
+            return declared
     if fallback is not None:
         return int(fallback)
     raise DerainError(f"{type(network_of(model)).__name__} does not declare the size multiple its input "
@@ -221,7 +222,7 @@ def auto_tile(model: nn.Module, size_multiple: int, overlap: int, device: torch.
     costs; networks without it are assumed to be as hungry as the hungriest measured.
     """
     available = available_memory_bytes(device) if available is None else available
-    per_pixel = getattr(network_of(model), "bytes_per_pixel", None) or DEFAULT_BYTES_PER_PIXEL
+    per_pixel = capabilities_of(network_of(model)).bytes_per_pixel or DEFAULT_BYTES_PER_PIXEL
     reserve = IMAGE_BYTES_PER_PIXEL * RESERVED_IMAGE_PIXELS if device.type == "cpu" else 0
     budget = max(0.0, 0.5 * (available - reserve))
     side = min(int(math.sqrt(budget / per_pixel)), MAX_TILE.get(device.type, 1024))
@@ -246,7 +247,7 @@ def all_in_one_network(model: nn.Module) -> nn.Module | None:
     """The network inside ``model`` (prepared or compiled or not) that takes a task and records what its
     degradation selector chose (``.task``, ``.last_choice``: an all-in-one model), or None."""
     net = network_of(model)
-    return net if hasattr(net, "task") and hasattr(net, "last_choice") else None
+    return net if capabilities_of(net).all_in_one else None
 
 
 def set_task(model: nn.Module, name: str, task: str | None) -> nn.Module | None:

@@ -130,8 +130,8 @@ class FastDerain(nn.Module):
     reproduction needs the same numerics).
     """
 
-    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (48, 96, 192, 384),
-                 enc_blocks: Sequence[int] = (1, 1, 1, 2), dec_blocks: Sequence[int] = (1, 1, 1),
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128, 192),
+                 enc_blocks: Sequence[int] = (2, 2, 2, 2), dec_blocks: Sequence[int] = (2, 2, 2),
                  unshuffle: int = 2, rep: bool = False, full_width: int = 0,
                  full_blocks: Sequence[int] = (1, 1), low_precision_residuals: bool = False) -> None:
         super().__init__()
@@ -268,12 +268,6 @@ def unfolded_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dic
         if conv == "conv2" and f"{block}.scale" in own and f"{block}.scale" not in state:
             out[f"{block}.scale"] = torch.ones_like(own[f"{block}.scale"])
     return out
-
-
-def build_fastderain(**config: Any) -> FastDerain:
-    """Registry builder (keyword config as in ``default_config``)."""
-    return FastDerain(**config)
-
 
 
 def coarser_start_state_dict(source: dict[str, torch.Tensor], student: FastDerain) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from derain.data.degradations import TASK_CHOICES
 from derain.errors import DerainError
 
 if TYPE_CHECKING:  # torch is imported by the builders, not here: `derain models` lists without it
@@ -197,7 +198,7 @@ register(ModelSpec(
                         selector_crop=128),  # auto routing classifies 128x128 crops: the all-in-one training patch
     description="FSDRNet (our reconstruction; no public code): all-in-one (rain, haze, noise, blur, low light) "
                 "U-Net of EFMA blocks with one-way frequency guidance, a degradation selector and physical heads",
-    tasks=("auto", "rain", "haze", "noise", "blur", "lowlight"),
+    tasks=TASK_CHOICES,
 ))
 register(ModelSpec(
     name="fsdrnet-small",
@@ -214,5 +215,5 @@ register(ModelSpec(
                         selector_crop=96),  # auto routing classifies crops of its training patch (96x96)
     description="FSDRNet (our reconstruction; no public code): small CPU configuration, the same design on a "
                 "pixel-unshuffled x4 U-Net with the level-1 frequency module and the heads at full resolution",
-    tasks=("auto", "rain", "haze", "noise", "blur", "lowlight"),
+    tasks=TASK_CHOICES,
 ))

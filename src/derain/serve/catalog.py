@@ -37,7 +37,7 @@ class ModelChoice:
 
 def model_tasks(network: str) -> tuple[str, ...]:
     """The tasks an all-in-one network declares (``ModelSpec.tasks`` when the registry has it), else ()."""
-    return tuple(getattr(get_spec(network), "tasks", ()) or ())
+    return get_spec(network).tasks
 
 
 def parse_weights_arg(text: str) -> tuple[str | None, str]:

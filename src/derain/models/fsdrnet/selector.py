@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from derain.data.degradations import TASKS
+
 # The degradation types, in the order of the selector's logits and of the restoration heads.
-TASKS = ("rain", "haze", "noise", "blur", "lowlight")
 # ``task`` values that mean "let the selector decide".
 AUTO = (None, "auto")
 ROUTINGS = ("soft", "top1")
