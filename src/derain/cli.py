@@ -9,8 +9,11 @@ import argparse
 import importlib
 import sys
 
+from derain.commands import BACKENDS
 from derain.data.degradations import TASK_CHOICES
 from derain.errors import DerainError
+from derain.files.imageio import OUTPUT_FORMATS, SUBSAMPLINGS
+from derain.inference import ENSEMBLE_NAMES, PRECISIONS, TRAINING_PRECISIONS
 
 # The module of derain.commands whose main(args) runs each command (imported only when it runs).
 COMMANDS = {"run": "run", "eval": "evaluate", "bench": "bench", "models": "models", "train": "train",
@@ -88,7 +91,7 @@ def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: b
         p.add_argument("--model", help="network name (see `derain models`); optional when the checkpoint names it")
         p.add_argument("--weights", help="checkpoint file (.pth/.pt/.safetensors; official Restormer format accepted)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"] + ["int8"] * int8,
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS) + ["int8"] * int8,
                    help="auto: bf16 where the GPU or CPU computes it natively (CPU: with the fast path only), "
                         + ("else the model's int8 version where one was made (scripts/quantize_default.py), "
                            "else float32; int8: that version, or --weights FILE.int8.onnx" if int8 else "else float32"))
@@ -116,7 +119,7 @@ def _inference_args(p: argparse.ArgumentParser, model_args: bool = True, fast: b
     # A bare --ensemble means flips: quarter turns make vertical rain horizontal, which a network trained
     # upright (the default model) never saw (dihedral costs it 5.4 dB on Rain100L, docs/journal/fastderain.md).
     p.add_argument("--ensemble", nargs="?", const="flips", default="none",
-                   choices=("none", "hflip", "flips", "dihedral"),
+                   choices=ENSEMBLE_NAMES,
                    help="self-ensemble: average the network over flipped/rotated copies. flips (the default "
                         "of a bare --ensemble): the 4 that keep vertical rain vertical, 4x the time; hflip: the "
                         "image and its mirror, 2x; dihedral: all 8 flips and quarter turns, 8x, only for networks "
@@ -153,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-existing", action="store_true",
                      help="keep existing outputs that other models or weights made (default: make them again; "
                           "outputs made by the same model and weights, or not by derain, are always kept)")
-    run.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output format (default: as input)")
+    run.add_argument("--format", choices=OUTPUT_FORMATS, help="output format (default: as input)")
     run.add_argument("-r", "--recursive", action="store_true",
                      help="folders: their sub-folders too, mirrored under the output folder")
     run.add_argument("--suffix", default="", metavar="TEXT",
@@ -161,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quality", type=_quality, metavar="1-100",
                      help="JPEG/WebP quality (default: a JPEG input's own quantization tables, else 95; WebP "
                           "lossless)")
-    run.add_argument("--subsampling", choices=["444", "422", "420"],
+    run.add_argument("--subsampling", choices=SUBSAMPLINGS,
                      help="JPEG chroma subsampling (default: the input JPEG's own, else 444)")
     run.add_argument("--max-pixels", type=_pixel_count, default=None, metavar="N",
                      help="refuse images with more pixels than this (e.g. 300M; default 180M, about Pillow's "
@@ -173,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", choices=TASK_CHOICES,
                      help="all-in-one models (fsdrnet): the degradation to remove; auto (default) lets the "
                           "model's selector decide and prints what it chose")
-    run.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+    run.add_argument("--backend", default="torch", choices=BACKENDS,
                      help="torch (default) or onnxruntime with --weights MODEL.onnx from `derain export --onnx`")
     _inference_args(run, int8=True)
 
@@ -183,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("-o", "--output", required=True, help="output video file (.mp4, .mkv, .mov)")
     vid.add_argument("--shard", help="derain only the I-th of N equal time ranges (0-based, e.g. 0/4) into "
                                      "OUTPUT's .shard-I-of-N piece; under torchrun taken from RANK/WORLD_SIZE")
-    vid.add_argument("--batch", type=int, default=4, metavar="N",
-                     help="frames derained together (default 4, measured faster than 1 on a 2-core CPU)")
+    vid.add_argument("--batch", type=int, default=1, metavar="N",
+                     help="frames derained together (default 1: the fastest per frame on a quiet CPU)")
     vid.add_argument("--join", nargs="+", metavar="PIECE",
                      help="join the pieces of a --shard run into OUTPUT, copying their packets (no VIDEO)")
     vid.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
@@ -329,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--crop", type=int, help="crop side, a multiple of 16; 0 = whole images")
     ss.add_argument("--pseudo", type=int, default=50, help="pseudo ground truths per image (default 50)")
     ss.add_argument("--seed", type=int, default=3, help="random seed (default 3, as the official scripts)")
-    ss.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    ss.add_argument("--precision", default="auto", choices=TRAINING_PRECISIONS,
                     help="auto: bf16 autocast with --fast where the CPU/GPU computes bf16 natively, else float32")
     ss.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     ss.add_argument("--save-masks", action="store_true", help="also write the LDGP rain masks to OUT/masks/")

@@ -29,9 +29,10 @@ from derain.video.streams import (EncodeSettings, Frame, Span, VideoInfo, choose
 from derain.video.temporal import TemporalOptions, temporal_filter
 
 
-# Frames derained together by default: measured faster than one at a time on a 2-core CPU (benchmarks/
-# video_batch.py, docs/video.md): 4 frames per call.
-DEFAULT_BATCH = 4
+# Frames derained together by default: one. On a quiet 2-core CPU one frame at a time is the fastest per frame
+# (batches of 4 cost 29-30% more per frame at 640x360 and 1280x720: larger activations, more cache misses);
+# batches only looked faster on a machine loaded with other work (benchmarks/video_batch.py, docs/video.md).
+DEFAULT_BATCH = 1
 
 
 @dataclass
