@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+# How derain run runs a network: PyTorch, or onnxruntime on a file from `derain export --onnx`.
+BACKENDS = ("torch", "onnxruntime")
+
 if TYPE_CHECKING:  # torch only when a command runs a network
     from derain.inference.restore import InferenceOptions
 

@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 import torch
 from tqdm import tqdm
 
-from derain.commands import inference_options
+from derain.commands import BACKENDS, inference_options
 from derain.errors import DerainError
 from derain.files.checkpoints import file_fingerprint
 from derain.files.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, Encoding, encode_image,
@@ -103,7 +103,7 @@ def load_for_backend(job: RunJob, device: torch.device) -> tuple[torch.nn.Module
         model, name = load_model(job.model, resolve_weights(job.model, job.weights))
         return model.to(device), name, size_multiple_of(model, get_spec(name).size_multiple)
     if job.backend != "onnxruntime":
-        raise DerainError(f"unknown backend {job.backend!r}; choose torch or onnxruntime")
+        raise DerainError(f"unknown backend {job.backend!r}; choose {' or '.join(BACKENDS)}")
     if job.weights is None or Path(job.weights).suffix != ".onnx":
         raise DerainError("--backend onnxruntime needs --weights MODEL.onnx, written by "
                           "`derain export --onnx MODEL.onnx [--weights CHECKPOINT]`")

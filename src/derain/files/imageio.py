@@ -257,6 +257,9 @@ def read_uint8_rgb(path: str | Path) -> np.ndarray:
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
            ".webp": "WEBP"}
 _SUBSAMPLING = {"444": 0, "422": 1, "420": 2}
+SUBSAMPLINGS = tuple(_SUBSAMPLING)  # JPEG chroma subsampling a user may ask for
+# The formats a user may ask results to be written in (--format); the suffix is the format.
+OUTPUT_FORMATS = ("png", "jpg", "webp", "tif")
 
 
 def _with_provenance(exif: bytes | None, note: str) -> bytes:

@@ -5,12 +5,13 @@ import torch
 
 from derain.data.dihedral import TRANSFORMS, dihedral_tensor, undo_dihedral_tensor
 from derain.errors import DerainError
+from derain.inference import ENSEMBLE_NAMES
 from derain.inference.tiling import Forward
 
 # Self-ensembles: which transforms of the dihedral group to average (derain.data.dihedral.TRANSFORMS). The
 # upright ones ("hflip", "flips") keep near-vertical rain near vertical, so a network trained with
 # ``data.augment: flips`` sees nothing it was not trained on, at a quarter or half of the x8 cost.
-ENSEMBLES: dict[str, tuple[int, ...]] = {name: TRANSFORMS[name] for name in ("none", "hflip", "flips", "dihedral")}
+ENSEMBLES: dict[str, tuple[int, ...]] = {name: TRANSFORMS[name] for name in ENSEMBLE_NAMES}
 
 
 def ensemble_name(ensemble: bool | str) -> str:

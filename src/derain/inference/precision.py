@@ -8,12 +8,8 @@ import contextlib
 import torch
 
 from derain.errors import DerainError
+from derain.inference import PRECISIONS
 from derain.inference.hardware import CpuKind, choose_cpu_path, cpu_kind, cpu_supports_bf16
-
-# What ``--precision`` may name for the PyTorch paths (inference adds ``int8``, an onnxruntime model).
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# What training, fine-tuning and self-supervision accept (fp16 would need loss scaling, which they do not do).
-TRAINING_PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def compute_dtype(precision: str, device: torch.device, fast: bool = True) -> torch.dtype | None:
