@@ -1,7 +1,8 @@
 """The CPU inference paths of one model side by side in one process: float32, native bf16, int8.
 
-    python benchmarks/cpu_paths.py [--weights CKPT] [--int8 FILE.int8.onnx] [--runs 20] [--threads 2]
-                                   [--photo-runs 3] [--psnr] [--no-photo] [--no-peak]
+    python benchmarks/cpu_paths.py [--weights CKPT] [--int8 FILE.int8.onnx] [--student CKPT] [--runs 20]
+                                   [--threads 2] [--photo-runs 3] [--psnr] [--heavy work/heavy-val]
+                                   [--no-photo] [--no-peak]
 
 Paths (each through the Python API, ``derain.Session``, as a user calls it: numpy in and out, padding and
 cropping included): the reference (eager float32, ``fast=False``), the fast path in float32, the fast path in
@@ -16,7 +17,11 @@ over the fast path in float32; the median seconds of ``--photo-runs`` runs of th
 JPEG: the per-file step of ``derain run``), also round-robin; the peak RSS of a fresh process that loads the
 path and restores that photo once (one process per path, so that one path's memory does not hide another's);
 the largest error relative to the reference's output and the mean absolute error in 8-bit grey levels; with
-``--psnr`` Rain100L ``matlab-y`` PSNR over all 100 pairs and its difference from the reference.
+``--psnr`` Rain100L ``matlab-y`` PSNR over all 100 pairs and its difference from the reference; with ``--heavy``
+the same on the heavy-rain validation set (``python scripts/make_heavy_val.py work/heavy-val``).
+``--student`` adds the paths of a second checkpoint, the CPU student (``student fast fp32``, ``student fast
+bf16`` where native, ``student onnxruntime int8`` where its int8 version exists), in the same turns; their
+errors are measured against the student's own float32 fast path.
 Run it while nothing else runs.
 """
 from __future__ import annotations
@@ -52,6 +57,8 @@ SMALL = DATA / "rain100l" / "rainy" / "rain-001.png"
 PHOTO = DATA / "real-rain" / "91.jpg"
 SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 PATHS = ("reference fp32", "fast fp32", "fast bf16", "onnxruntime fp32", "onnxruntime int8")
+STUDENT = "student "  # label prefix of the --student checkpoint's paths
+STUDENT_PATHS = ("fast fp32", "fast bf16", "onnxruntime int8")
 
 
 def cpu_description() -> str:
@@ -69,6 +76,7 @@ def build_path(label: str, weights: str, int8: Path | None, workdir: Path,
     """(network, options, registry name) of one path; the ONNX export is written into ``workdir`` once."""
     from derain.inference.onnx import OnnxModel, export_onnx
 
+    workdir.mkdir(parents=True, exist_ok=True)
     if label == "onnxruntime int8":
         model = OnnxModel(int8, threads=threads)
         return model, InferenceOptions(), model.name
@@ -113,9 +121,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def rain100l_psnr(session: derain.Session) -> float:
+def mean_psnr(session: derain.Session, folder: Path = DATA / "rain100l") -> float:
+    """Mean ``matlab-y`` PSNR of ``session`` over the pairs in ``folder``."""
     scores = []
-    for pair in find_pairs(DATA / "rain100l"):
+    for pair in find_pairs(folder):
         x = read_uint8_rgb(pair.input).astype(np.float32) / 255
         y = np.rint(np.clip(session.derain(x), 0, 1) * 255).astype(np.uint8)
         scores.append(psnr_ssim(y, read_uint8_rgb(pair.target), "matlab-y")[0])
@@ -130,6 +139,8 @@ def main() -> int:
     parser.add_argument("--photo-runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--psnr", action="store_true", help="score all 100 Rain100L pairs per path")
+    parser.add_argument("--heavy", type=Path, help="also score the heavy-rain validation set in this folder")
+    parser.add_argument("--student", help="a second checkpoint (the CPU student) whose paths run alongside")
     parser.add_argument("--no-photo", dest="photo", action="store_false", help="skip the 12-megapixel photo")
     parser.add_argument("--no-peak", dest="peak", action="store_false", help="skip the per-path memory processes")
     parser.add_argument("--peak-of", help=argparse.SUPPRESS)  # internal: one path's peak memory, as JSON
@@ -156,12 +167,24 @@ def main() -> int:
     print(f"{datetime.date.today()}, {cpu_description()}, {args.threads} threads, torch {torch.__version__}, "
           f"onnxruntime {onnxruntime.__version__}")
     print(f"weights {weights}" + (f", int8 {int8}" if int8 else ""))
+    checkpoints = {label: (weights, int8) for label in labels}
+    if args.student:
+        from derain.inference.quantize import find_int8
+        student_int8 = find_int8(args.student)
+        print(f"student {args.student}" + (f", int8 {student_int8}" if student_int8 else ", no int8 version"))
+        for path in STUDENT_PATHS:
+            if (path == "fast bf16" and cpu_kind().value != "bf16") or (path.endswith("int8") and not student_int8):
+                continue
+            labels.append(STUDENT + path)
+            checkpoints[STUDENT + path] = (args.student, student_int8)
     pixels = read_uint8_rgb(SMALL).astype(np.float32) / 255
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         sessions, photos = {}, {}
         for label in labels:
-            model, options, name = build_path(label, weights, int8, workdir, args.threads)
+            ckpt, ckpt_int8 = checkpoints[label]
+            model, options, name = build_path(label.removeprefix(STUDENT), ckpt, ckpt_int8,
+                                              workdir / label.replace(" ", "-"), args.threads)
             sessions[label] = derain.Session(model, name=name, device="cpu", fast=options.fast,
                                              precision=options.precision)
             photos[label] = photo_runner(model, options, name, workdir / f"{label.replace(' ', '-')}.jpg")
@@ -184,27 +207,32 @@ def main() -> int:
         peaks = {}
         if args.photo and args.peak:
             for label in labels:
-                command = [sys.executable, __file__, "--weights", weights, "--threads", str(args.threads),
-                           "--peak-of", label, "--workdir", str(workdir)] + (["--int8", str(int8)] if int8 else [])
+                ckpt, ckpt_int8 = checkpoints[label]
+                command = [sys.executable, __file__, "--weights", ckpt, "--threads", str(args.threads),
+                           "--peak-of", label.removeprefix(STUDENT), "--workdir", str(workdir / label.replace(" ", "-"))
+                           ] + (["--int8", str(ckpt_int8)] if ckpt_int8 else [])
                 result = subprocess.run(command, capture_output=True, text=True, check=True)
                 peaks[label] = json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"]
-        psnr = {label: rain100l_psnr(s) for label, s in sessions.items()} if args.psnr else {}
+        psnr = {label: mean_psnr(s) for label, s in sessions.items()} if args.psnr else {}
+        heavy = {label: mean_psnr(s, args.heavy) for label, s in sessions.items()} if args.heavy else {}
 
-    reference = outputs["reference fp32"]
     base = statistics.median(small["fast fp32"])
     print("| path | ms per 481x321 | speed-up vs fast fp32 | 12 MP photo (s) | peak RSS (MB) | max rel. error | "
-          "mean abs error (grey levels) | Rain100L PSNR | vs reference |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "mean abs error (grey levels) | Rain100L PSNR | vs reference | heavy-val PSNR |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for label in labels:
+        own = STUDENT + "fast fp32" if label.startswith(STUDENT) else "reference fp32"
+        reference = outputs[own]
         ms = statistics.median(small[label]) * 1000
         error = float(np.abs(outputs[label] - reference).max() / np.abs(reference).max())
         mean_error = float(np.abs(outputs[label] - reference).mean() * 255)
         photo_s = f"{statistics.median(photo[label]):.2f}" if photo[label] else ""
         peak = f"{peaks[label]:.0f}" if label in peaks else ""
         score = f"{psnr[label]:.3f}" if label in psnr else ""
-        delta = f"{psnr[label] - psnr['reference fp32']:+.3f}" if label in psnr else ""
+        delta = f"{psnr[label] - psnr[own]:+.3f}" if label in psnr and label != own else ""
+        hv = f"{heavy[label]:.2f}" if label in heavy else ""
         print(f"| {label} | {ms:.1f} | {base * 1000 / ms:.2f}x | {photo_s} | {peak} | {error:.1e} | "
-              f"{mean_error:.3f} | {score} | {delta} |", flush=True)
+              f"{mean_error:.3f} | {score} | {delta} | {hv} |", flush=True)
     return 0
 
 

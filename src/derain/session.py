@@ -63,10 +63,14 @@ class Session:
                                   f"{type(model).__name__}")
             from derain.weights.load import load_trained
 
+            from derain.inference.model_choice import default_model_for
+
+            self.device = resolve_device(device or "auto")
+            # No model named: the default, or its CPU student on a CPU without native bf16.
+            model = default_model_for(model, weights, self.device)
             if weights is None:
                 _check_bundled(model)
             network, self.name = load_trained(model, weights)
-            self.device = resolve_device(device or "auto")
             device = str(self.device)  # a network loaded here goes to the session's device
         self.network = network.to(self.device) if device else network
         self.task = task

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -30,6 +31,7 @@ from derain.errors import DerainError
 from derain.files.checkpoints import file_fingerprint
 from derain.files.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, Encoding, encode_image,
                                   expand_input_tree, frame_count, read_image, read_provenance, write_image)
+from derain.inference.model_choice import default_model_for
 from derain.inference.restore import (InferenceOptions, count_tiles, describe_choice, prepare_for, resolve_device,
                                       resolve_tile, resolve_working_side, restore, set_task, size_multiple_of)
 from derain.files.outputs import STDIO, names_one_image, prepare_output_dir, run_outputs, shard_files, torchrun_shard
@@ -244,6 +246,8 @@ def run(job: RunJob) -> RunReport:
     if job.backend == "onnxruntime" and device_name == "auto":
         device_name = "cpu"
     device = resolve_device(device_name)
+    if job.backend == "torch":  # no model named: the default, or its CPU student on a CPU without native bf16
+        job = dataclasses.replace(job, model=default_model_for(job.model, job.weights, device))
     model, name, multiple = load_for_backend(job, device)
     weights = getattr(model, "path", None) or (job.weights if job.backend == "onnxruntime"
                                                else resolve_weights(job.model, job.weights))

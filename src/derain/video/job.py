@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from derain.errors import DerainError
+from derain.inference.model_choice import default_model_for
 from derain.inference.restore import (InferenceOptions, prepare_for, resolve_device, resolve_tile,
                                       resolve_working_side, restore)
 from derain.models import get_spec
@@ -161,7 +162,8 @@ def derain_video(job: VideoJob) -> VideoReport:
     if device_name == "auto" and shard is not None and torch.cuda.is_available():  # one GPU per process
         device_name = f"cuda:{int(os.environ.get('LOCAL_RANK', shard[0])) % torch.cuda.device_count()}"
     device = resolve_device(device_name)
-    model, name = load_trained(job.model, job.weights)
+    # No model named: the default, or its CPU student on a CPU without native bf16.
+    model, name = load_trained(default_model_for(job.model, job.weights, device), job.weights)
     derain = frame_derainer(model.to(device), name, job.options, device)
 
     mode = "temporal" if job.temporal else "single-frame"

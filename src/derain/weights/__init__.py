@@ -9,7 +9,9 @@ from pathlib import Path
 DEFAULT_NAME = "default.safetensors"  # float16 tensors + JSON header (model name, config)
 # Other bundled models, by registry name: the Rain100L specialist (the default model until issue 36, 38.67 dB
 # on Rain100L) stays selectable with ``--model fastderain-rain100l``.
-BUNDLED = {"fastderain-rain100l": "rain100l.safetensors"}
+# The CPU student of the default model (configs/student_stage1.yaml) is what `derain photo.jpg` runs on x86 CPUs
+# without native bf16 (derain.inference.model_choice).
+BUNDLED = {"fastderain-rain100l": "rain100l.safetensors", "fastderain-student": "student.safetensors"}
 
 
 def default_checkpoint() -> Path | None:
