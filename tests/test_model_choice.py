@@ -78,3 +78,16 @@ def test_derain_run_on_an_avx2_cpu_runs_the_bundled_student(monkeypatch, tmp_pat
     assert main(["run", str(src), "-o", str(tmp_path / "full"), "--json", "--model", "fastderain"]) == 0
     assert '"model": "fastderain"' in capsys.readouterr().out
     assert cpu_kind() is not None  # the real detection still answers (the fake was only for the choice)
+
+
+def test_derain_models_says_which_model_this_cpu_runs(monkeypatch):
+    from derain.commands import models
+    from derain.inference import hardware
+
+    monkeypatch.setattr(hardware, "cpu_kind", lambda: CpuKind.AVX2)
+    with_student = {STUDENT: (Path("student.safetensors"), False, {})}
+    assert "runs fastderain-student" in models._this_cpu(with_student)
+    assert "--model fastderain" in models._this_cpu(with_student)
+    assert "runs the default model" in models._this_cpu({})
+    monkeypatch.setattr(hardware, "cpu_kind", lambda: CpuKind.BF16)
+    assert "runs the default model" in models._this_cpu(with_student)

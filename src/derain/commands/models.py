@@ -81,8 +81,20 @@ def models_table() -> str:
     lines = [line(head), line(tuple("-" * w for w in widths) + ("-----",)), *map(line, rows)]
     notes = ["parameters: of the bundled weights where a model is bundled, else of its default configuration.",
              "derain PHOTO uses the default model; --model NAME --weights FILE any other, and --weights FILE",
-             "alone recognises the network from the file. derain models NAME: one model in full."]
+             "alone recognises the network from the file. derain models NAME: one model in full.",
+             _this_cpu(bundled)]
     return "\n".join(line.rstrip() for line in lines) + "\n\n" + "\n".join(notes)
+
+
+def _this_cpu(bundled: dict) -> str:
+    """Which model ``derain PHOTO`` runs on this CPU (derain.inference.model_choice, without torch)."""
+    from derain.inference.hardware import STUDENT_KINDS, cpu_kind
+
+    kind = cpu_kind()
+    if kind in STUDENT_KINDS and "fastderain-student" in bundled:
+        return (f"This CPU ({kind.value}, no native bf16): derain PHOTO runs fastderain-student, the default "
+                "model's CPU student; --model fastderain runs the full default model.")
+    return f"This CPU ({kind.value}): derain PHOTO runs the default model."
 
 
 def describe_model(name: str) -> str:

@@ -11,9 +11,10 @@ import enum
 import functools
 import os
 from pathlib import Path
-from typing import Collection
+from typing import TYPE_CHECKING, Collection
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is asked; `derain models` reads the CPU's kind without it
+    import torch
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,6 +67,8 @@ def cpu_kind(cpuinfo: str | None = None) -> CpuKind:
 
 
 def _kind_without_cpuinfo() -> CpuKind:
+    import torch
+
     mkldnn = getattr(torch.ops, "mkldnn", None)
     try:
         if mkldnn and mkldnn._is_mkldnn_bf16_supported():
@@ -82,6 +85,9 @@ def _kind_without_cpuinfo() -> CpuKind:
 # Inference paths on the CPU: float32 (the fast path, equal to the reference), native bf16 (the fast path with
 # bf16 weights or autocast), int8 (an onnxruntime model quantised by derain.inference.quantize).
 CPU_PATHS = ("fp32", "bf16", "int8")
+# x86 CPUs without native bf16, where the default model's CPU student is the default
+# (derain.inference.model_choice).
+STUDENT_KINDS = (CpuKind.AVX2, CpuKind.AVX_VNNI, CpuKind.AVX512_VNNI)
 
 
 def choose_cpu_path(kind: CpuKind, available: Collection[str]) -> str:
@@ -110,6 +116,8 @@ def cpu_supports_bf16() -> bool:
     flags = _cpu_flags()
     if cpu_kind(flags) is CpuKind.BF16:
         return True
+    import torch
+
     mkldnn = getattr(torch.ops, "mkldnn", None)
     try:  # non-Linux systems have no /proc/cpuinfo: ask oneDNN
         return bool(mkldnn and mkldnn._is_mkldnn_bf16_supported() and not flags)
@@ -121,6 +129,8 @@ def available_memory_bytes(device: torch.device) -> int:
     """Memory a new allocation can use now: free GPU memory on CUDA, MemAvailable (or the cgroup limit's
     headroom, whichever is smaller) on the CPU."""
     if device.type == "cuda":
+        import torch
+
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
     available = _meminfo_available()

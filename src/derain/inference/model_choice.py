@@ -15,12 +15,11 @@ from typing import Callable
 
 import torch
 
-from derain.inference.hardware import CpuKind, cpu_kind
+from derain.inference.hardware import STUDENT_KINDS, CpuKind, cpu_kind
 from derain.weights import bundled_checkpoint
 
-STUDENT = "fastderain-student"
+STUDENT = "fastderain-student"  # the registry name (derain.models.registry)
 FULL_DEFAULT_HINT = "--model fastderain"  # what keeps the full default model on such a CPU
-STUDENT_KINDS = (CpuKind.AVX2, CpuKind.AVX_VNNI, CpuKind.AVX512_VNNI)
 
 _said: set[str] = set()
 
