@@ -36,7 +36,7 @@ from derain.fsderain.unpaired import UnpairedObjective
 from derain.inference.precision import compute_dtype
 from derain.inference.restore import primary_output, resolve_device
 from derain.models import get_spec
-from derain.train.loop import Batch, TrainingLoop, validate
+from derain.train.loop import Batch, Progress, TrainingLoop, validate
 from derain.train.rundir import BEST, LAST, Logger, claim_run_dir, weights_path_for
 
 Pairs = list[tuple[str, np.ndarray, np.ndarray]]
@@ -251,7 +251,7 @@ class FineTuner(TrainingLoop):
 
         schedule = make_schedule(cfg.schedule, cfg.optim.lr, self.total_steps)
         super().__init__(self.model, FinetuneObjective(self.losses, cfg.unpaired), data, optimizer, schedule,
-                         self.device, self.dtype, grad_clip=cfg.optim.grad_clip)
+                         self.device, self.dtype, grad_clip=cfg.optim.grad_clip, started=self.started)
         self.best_psnr = -math.inf
 
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir()
@@ -288,6 +288,19 @@ class FineTuner(TrainingLoop):
         self.save(LAST, epoch, "last")
 
     # ----- the loop ------------------------------------------------------------------------------------
+    smoothing = (0.9, 0.1)  # the running loss of the log averages about 10 steps
+
+    def after_step(self, progress: Progress, done: bool, out_of_time: bool) -> None:
+        """The log line; at the end of each epoch (or of the run), :meth:`end_of_epoch`."""
+        epoch = (self.step - 1) // self.steps_per_epoch + 1
+        if self.step % self.config.log_every == 0 or done:
+            terms = " ".join(f"{k} {v:.4f}" for k, v in progress.parts.items())
+            # ms/step of the steps alone, not inflated by validation and checkpoints
+            self.log(f"epoch {epoch} step {self.step}/{self.total_steps} loss {progress.running:.5f} ({terms}) "
+                     f"lr {progress.lr:.3e} {progress.train_per_step * 1000:.0f} ms/step")
+        if done or out_of_time or self.step % self.steps_per_epoch == 0:
+            self.end_of_epoch(epoch)
+
     def fit(self) -> Path:
         """Fine-tune for ``epochs`` (or ``max_steps``, or the time budget); returns ``last.safetensors``."""
         cfg = self.config
@@ -308,30 +321,9 @@ class FineTuner(TrainingLoop):
                      else "no validation set")
         self.model.train()
         self.losses.train()
-        train_seconds = 0.0  # steps only, so ms/step is not inflated by validation and checkpoints
-        running: float | None = None
-        epoch, stopped, steps_here = 0, False, 0
-        while self.step < self.total_steps and not stopped:
-            epoch += 1
-            for _ in range(self.steps_per_epoch):
-                if self.step >= self.total_steps:
-                    break
-                t = time.monotonic()
-                loss, parts, lr = self.train_step()
-                train_seconds += time.monotonic() - t
-                steps_here += 1
-                running = loss if running is None else 0.9 * running + 0.1 * loss
-                per_step = train_seconds / steps_here
-                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                    terms = " ".join(f"{k} {v:.4f}" for k, v in parts.items())
-                    self.log(f"epoch {epoch} step {self.step}/{self.total_steps} loss {running:.5f} ({terms}) "
-                             f"lr {lr:.3e} {per_step * 1000:.0f} ms/step")
-                if budget is not None and time.monotonic() - self.started + per_step > budget:
-                    stopped = True
-                    break
-            self.end_of_epoch(epoch)
+        stopped = self.run(self.total_steps, budget)
         last = self.run_dir / LAST
-        if stopped and self.step < self.total_steps:
+        if stopped:
             self.log(f"time budget reached: stopped at step {self.step}/{self.total_steps}; weights in {last}")
         else:
             self.log(f"finished {self.step} steps; weights in {last}")

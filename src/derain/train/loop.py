@@ -28,6 +28,7 @@ import os
 import random
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
@@ -167,6 +168,19 @@ def validate(model: torch.nn.Module, pairs: list[tuple[str, np.ndarray, np.ndarr
     return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
 
 
+@dataclass
+class Progress:
+    """Where a run stands after a step: the running loss, the step's loss terms and lr, how many steps this
+    run has made and their mean seconds, wall-clock (with validation and checkpoints) and training only."""
+
+    running: float
+    parts: dict[str, float]
+    lr: float
+    steps: int
+    wall_per_step: float
+    train_per_step: float
+
+
 class TrainingLoop:
     """The one training step: a network minimises an objective over batches of a data source, with an
     optimiser whose lr follows a schedule; optionally gradient accumulation and clipping, an EMA of the
@@ -177,7 +191,7 @@ class TrainingLoop:
                  optimizer: torch.optim.Optimizer, schedule: Callable[[int], float], device: torch.device,
                  dtype: torch.dtype | None = None, *, memory_format: torch.memory_format | None = None,
                  accumulate: int = 1, grad_clip: float = 0.0, ema: EMA | None = None,
-                 dist: distributed.DistInfo | None = None) -> None:
+                 dist: distributed.DistInfo | None = None, started: float | None = None) -> None:
         self.model, self.objective, self.data = model, objective, data
         self.optimizer, self.schedule = optimizer, schedule
         # memory_format: the layout batches are put in (and the model is in); None leaves the data source's.
@@ -186,6 +200,10 @@ class TrainingLoop:
         self.dist = dist or distributed.DistInfo()
         self.net: torch.nn.Module = model  # the DistributedDataParallel wrapper under torchrun
         self.step = 0
+        self.started = time.monotonic() if started is None else started  # a time budget counts from here
+
+    # The running loss's weights (past, new): 0.98 averages about 50 steps.
+    smoothing = (0.98, 0.02)
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
         """The network's output for ``x`` under the loop's autocast."""
@@ -227,6 +245,35 @@ class TrainingLoop:
             self.ema.update(self.model)
         self.step += 1
         return total, parts, lr
+
+
+    def after_step(self, progress: Progress, done: bool, out_of_time: bool) -> None:
+        """What a configuration does after each step of :meth:`run` (logs, validation, checkpoints)."""
+
+    def run(self, end_step: int, budget_s: float | None = None, stop_at: int | None = None) -> bool:
+        """Step until ``end_step``, the time budget (``budget_s`` since :attr:`started`, stopping before a step
+        that would not fit) or ``stop_at``, with :meth:`after_step` after each step; returns whether it stopped
+        before ``end_step``."""
+        first, loop_start, train_seconds = self.step, time.monotonic(), 0.0
+        running: float | None = None
+        while self.step < end_step:
+            t = time.monotonic()
+            loss, parts, lr = self.train_step()
+            train_seconds += time.monotonic() - t
+            past, new = self.smoothing
+            running = loss if running is None else past * running + new * loss
+            steps = self.step - first
+            progress = Progress(running, parts, lr, steps, (time.monotonic() - loop_start) / steps,
+                                train_seconds / steps)
+            done = self.step >= end_step
+            out_of_time = budget_s is not None and time.monotonic() - self.started + progress.wall_per_step > budget_s
+            if budget_s is not None:  # clocks differ between processes: rank 0 decides for all
+                out_of_time = bool(distributed.broadcast_object(out_of_time))
+            out_of_time = out_of_time or (stop_at is not None and self.step >= stop_at)
+            self.after_step(progress, done, out_of_time)
+            if out_of_time and not done:
+                return True
+        return False
 
 
 class Trainer(TrainingLoop):
@@ -276,7 +323,8 @@ class Trainer(TrainingLoop):
         ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         super().__init__(self.model, SupervisedObjective(self.loss), StagedBatches(self.batches, self._stages()),
                          self.optimizer, self.schedule, self.device, self.dtype, memory_format=self.memory_format,
-                         accumulate=config.optim.accumulate, grad_clip=config.optim.grad_clip, ema=ema, dist=self.dist)
+                         accumulate=config.optim.accumulate, grad_clip=config.optim.grad_clip, ema=ema, dist=self.dist,
+                         started=self.started)
         self.saved_step = -1
         self.best_psnr = -math.inf
 
@@ -470,6 +518,32 @@ class Trainer(TrainingLoop):
             self.log(message)
             raise DerainError(message)
 
+    def after_step(self, progress: Progress, done: bool, out_of_time: bool) -> None:
+        """The divergence check, progress bar and log line; validation and checkpoints when due."""
+        cfg = self.config
+        if progress.steps >= DIVERGENCE_SETTLE_STEPS:
+            self._lowest = min(self._lowest, progress.running)
+            self._stop_if_diverged(progress.running, self._lowest)
+        self._bar.update(1)
+        self._bar.set_postfix(loss=f"{progress.running:.4f}", lr=f"{progress.lr:.2e}")
+        if self.step % cfg.log_every == 0:
+            now = time.monotonic()
+            recent = (now - self._logged[0]) / (self.step - self._logged[1])
+            self._logged = (now, self.step)
+            eta = progress.wall_per_step * (cfg.end_step - self.step)  # the mean speed: steadier than the recent
+            parts = progress.parts
+            terms = " ".join(f"{k} {v:.4f}" for k, v in parts.items()) if len(parts) > 1 else ""
+            self.log(f"step {self.step}/{cfg.total_steps} loss {progress.running:.5f} {terms} lr {progress.lr:.3e} "
+                     f"{recent * 1000:.0f} ms/step ETA {eta / 60:.1f} min".replace("  ", " "))
+            if self.tb is not None:
+                self.tb.add_scalar("train/loss", progress.running, self.step)
+                self.tb.add_scalar("train/lr", progress.lr, self.step)
+        # Validate before saving, so the state holds what this validation did to the schedule.
+        if self.has_val and (done or self.step % cfg.val_every == 0):
+            self._validate_and_log()
+        if done or out_of_time or self.step % cfg.checkpoint_every == 0:
+            self.save()
+
     def fit(self, stop_at: int | None = None) -> Path:
         """Train until ``end_step`` (``stop_step``, else ``total_steps``) or the time budget; returns the
         ``last.safetensors`` path.
@@ -489,47 +563,12 @@ class Trainer(TrainingLoop):
                  f"threads {torch.get_num_threads()}"
                  + (f", time budget {cfg.time_budget_minutes:g} min" if budget else ""))
         self.model.train()
-        bar = tqdm(total=cfg.end_step, initial=self.step, disable=None if self.is_main else True,
-                   dynamic_ncols=True, desc="train")
-        loop_start, loop_start_step = time.monotonic(), self.step
-        logged_at, logged_step = loop_start, self.step  # the log's speed is of the steps since its last line
-        running = None
-        lowest = math.inf  # of the running loss in this process's part of the run, once settled
-        stopped_early = False
-        while self.step < cfg.end_step:
-            loss, parts, lr = self.train_step()
-            running = loss if running is None else 0.98 * running + 0.02 * loss
-            if self.step - loop_start_step >= DIVERGENCE_SETTLE_STEPS:
-                lowest = min(lowest, running)
-                self._stop_if_diverged(running, lowest)
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
-            per_step = (time.monotonic() - loop_start) / (self.step - loop_start_step)
-            if self.step % cfg.log_every == 0:
-                now = time.monotonic()
-                recent = (now - logged_at) / (self.step - logged_step)
-                logged_at, logged_step = now, self.step
-                eta = per_step * (cfg.end_step - self.step)  # from the mean speed: steadier than the recent one
-                terms = " ".join(f"{k} {v:.4f}" for k, v in parts.items()) if len(parts) > 1 else ""
-                self.log(f"step {self.step}/{cfg.total_steps} loss {running:.5f} {terms} lr {lr:.3e} "
-                         f"{recent * 1000:.0f} ms/step ETA {eta / 60:.1f} min".replace("  ", " "))
-                if self.tb is not None:
-                    self.tb.add_scalar("train/loss", running, self.step)
-                    self.tb.add_scalar("train/lr", lr, self.step)
-            done = self.step >= cfg.end_step
-            out_of_time = budget is not None and time.monotonic() - self.started + per_step > budget
-            if budget is not None:  # clocks differ between processes: rank 0 decides for all
-                out_of_time = bool(distributed.broadcast_object(out_of_time))
-            out_of_time = out_of_time or (stop_at is not None and self.step >= stop_at)
-            # Validate before saving, so the state holds what this validation did to the schedule.
-            if self.has_val and (done or self.step % cfg.val_every == 0):
-                self._validate_and_log()
-            if done or out_of_time or self.step % cfg.checkpoint_every == 0:
-                self.save()
-            if out_of_time and not done:
-                stopped_early = True
-                break
-        bar.close()
+        self._bar = tqdm(total=cfg.end_step, initial=self.step, disable=None if self.is_main else True,
+                         dynamic_ncols=True, desc="train")
+        self._logged = (time.monotonic(), self.step)  # the log's speed is of the steps since its last line
+        self._lowest = math.inf  # of the running loss in this process's part of the run, once settled
+        stopped_early = self.run(cfg.end_step, budget, stop_at)
+        self._bar.close()
         last = self.run_dir / LAST
         if self.saved_step != self.step:  # nothing to train (already at total_steps): still hand back weights
             self.save()
