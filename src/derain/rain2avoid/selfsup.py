@@ -35,12 +35,12 @@ from tqdm import tqdm
 
 from derain.errors import DerainError
 from derain.files.imageio import expand_inputs, read_image, read_uint8_rgb, write_image
+from derain.files.outputs import output_paths, prepare_output_dir
 from derain.inference.precision import compute_dtype
 from derain.inference.restore import pad_to_multiple, padded_forward, resolve_device
+from derain.models.rain2avoid_unet import R2AUNet
 from derain.rain2avoid.ldgp import VARIANTS, ldgp
 from derain.rain2avoid.pseudo_gt import PseudoGT, pseudo_gt
-from derain.models.rain2avoid_unet import R2AUNet
-from derain.files.outputs import output_paths, prepare_output_dir
 from derain.train.loop import TrainingLoop
 from derain.train.schedules import warmup_cosine
 

@@ -43,6 +43,7 @@ from derain.inference.precision import autocast_context, compute_dtype
 from derain.inference.restore import InferenceOptions, restore
 from derain.losses import build_loss
 from derain.models import build, get_spec
+from derain.models.capabilities import capabilities_of
 from derain.train import distributed
 from derain.train.batches import make_batches
 from derain.train.config import Stage, TrainConfig, load_config
@@ -58,7 +59,7 @@ DIVERGENCE_SETTLE_STEPS = 50
 def uses_channels_last(memory_format: str, model: torch.nn.Module) -> bool:
     """Whether training keeps ``model`` and its batches channels-last under ``memory_format``."""
     if memory_format == "auto":
-        return bool(getattr(model, "trains_faster_channels_last", False))
+        return capabilities_of(model).channels_last_training
     return memory_format == "channels_last"
 
 
@@ -317,7 +318,7 @@ class Trainer(TrainingLoop):
                                  weight_decay=config.optim.weight_decay, fused=config.optim.fused or None)
         self.schedule = make_schedule(config.schedule, config.optim.lr, config.total_steps)
         self.loss = build_loss(config.loss).to(self.device)
-        if self.loss.needs_selector and not (config.data.tasks and getattr(self.model, "has_selector", False)):
+        if self.loss.needs_selector and not (config.data.tasks and capabilities_of(self.model).has_selector):
             raise DerainError(f"loss term 'selector' needs data.tasks and an all-in-one model with a degradation "
                               f"selector (e.g. fsdrnet), not {config.model.name!r}")
         ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
@@ -370,8 +371,8 @@ class Trainer(TrainingLoop):
         return stage_at(self._stages(), step)
 
     def _warm_start(self, path: str) -> None:
-        from derain.weights.load import load_model
         from derain.files.checkpoints import load_weights
+        from derain.weights.load import load_model
 
         weights = weights_path_for(path)
         source, name = load_model(self.config.model.name, weights)

@@ -24,10 +24,10 @@ import torch
 import yaml
 
 from derain.errors import DerainError
+from derain.files.yamlload import load_yaml_file
 from derain.train.config import TrainConfig, from_dict, load_config
 from derain.train.loop import Trainer
 from derain.train.rundir import LAST, state_path_for
-from derain.files.yamlload import load_yaml_file
 
 
 @dataclasses.dataclass

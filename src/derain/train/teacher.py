@@ -30,9 +30,9 @@ def _fingerprint(weights: Path, ensemble: str, mix: float, names: Sequence[str])
 def teacher_outputs(weights: Path, inputs: Sequence[np.ndarray], ensemble: str,
                     device: torch.device | None = None) -> list[np.ndarray]:
     """The teacher's ``ensemble`` output (HxWx3 float32 in [0, 1]) for each uint8 input, reference float32 path."""
-    from derain.weights.load import load_model
     from derain.inference.restore import InferenceOptions, restore
     from derain.models import get_spec
+    from derain.weights.load import load_model
 
     model, name = load_model(None, weights)
     device = device or torch.device("cpu")
