@@ -1,5 +1,12 @@
 """The training loop: one place that steps, logs, validates, checkpoints and resumes exactly.
 
+:class:`TrainingLoop` is the loop every training in the toolkit runs: a network minimises an
+:class:`Objective` over the batches of a :class:`DataSource` (``sample(step)``). Its configurations:
+:class:`Trainer` (``derain train``: :class:`SupervisedObjective` over :class:`StagedBatches`, with the run
+folder below), FSDerain's fine-tuning (:class:`derain.fsderain.finetune.FineTuner`: the paired/unpaired
+losses over epochs) and Rain2Avoid's self-supervision (:func:`derain.rain2avoid.selfsup.train_network`: a
+fresh UNet on pseudo ground truths).
+
 Files in the run folder (``<out_dir>/<name>/``):
 
 - ``last.safetensors``: the weights to use (EMA weights when ``ema_decay`` > 0), written by
@@ -188,6 +195,9 @@ class TrainingLoop:
     weights and DDP (``net``). :class:`Trainer` (``derain train``), FSDerain's fine-tuning and Rain2Avoid's
     self-supervision are configurations of it."""
 
+    # The running loss's weights (past, new): 0.98 averages about 50 steps.
+    smoothing = (0.98, 0.02)
+
     def __init__(self, model: torch.nn.Module, objective: Objective, data: DataSource,
                  optimizer: torch.optim.Optimizer, schedule: Callable[[int], float], device: torch.device,
                  dtype: torch.dtype | None = None, *, memory_format: torch.memory_format | None = None,
@@ -195,16 +205,14 @@ class TrainingLoop:
                  dist: distributed.DistInfo | None = None, started: float | None = None) -> None:
         self.model, self.objective, self.data = model, objective, data
         self.optimizer, self.schedule = optimizer, schedule
-        # memory_format: the layout batches are put in (and the model is in); None leaves the data source's.
+        # memory_format: the layout batches are put in (the model's); None keeps the data source's layout, on
+        # which FSDerain's and Rain2Avoid's recipes were measured (another layout sums in another order).
         self.device, self.dtype, self.memory_format = device, dtype, memory_format
         self.accumulate, self.grad_clip, self.ema = accumulate, grad_clip, ema
         self.dist = dist or distributed.DistInfo()
         self.net: torch.nn.Module = model  # the DistributedDataParallel wrapper under torchrun
         self.step = 0
         self.started = time.monotonic() if started is None else started  # a time budget counts from here
-
-    # The running loss's weights (past, new): 0.98 averages about 50 steps.
-    smoothing = (0.98, 0.02)
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
         """The network's output for ``x`` under the loop's autocast."""
@@ -246,7 +254,6 @@ class TrainingLoop:
             self.ema.update(self.model)
         self.step += 1
         return total, parts, lr
-
 
     def after_step(self, progress: Progress, done: bool, out_of_time: bool) -> None:
         """What a configuration does after each step of :meth:`run` (logs, validation, checkpoints)."""
