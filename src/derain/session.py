@@ -20,8 +20,17 @@ from torch import nn
 
 from derain.api_inputs import restore_any
 from derain.errors import DerainError
-from derain.inference.restore import (DEFAULT_WORKING_SIDE, InferenceOptions, all_in_one_network, prepare_for,
-                                      resolve_device, resolve_working_side, restore, set_task, size_multiple_of)
+from derain.inference.restore import (
+    DEFAULT_WORKING_SIDE,
+    InferenceOptions,
+    all_in_one_network,
+    prepare_for,
+    resolve_device,
+    resolve_working_side,
+    restore,
+    set_task,
+    size_multiple_of,
+)
 
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(InferenceOptions))
 
@@ -35,8 +44,8 @@ class Session:
     ``cpu``, ``cuda`` or ``cuda:N`` (a loaded network is moved there; None keeps it where it is). ``threads``:
     CPU threads for each call (None: torch's setting). ``task``: for all-in-one networks (fsdrnet), the
     degradation to remove (None/auto: the network's selector decides). ``options``: defaults for the
-    :class:`derain.inference.restore.InferenceOptions` fields (``tile``, ``ensemble``, ``precision``, ``working_side``...);
-    ``working_side`` is ``auto`` unless given, as in ``derain run``.
+    :class:`derain.inference.restore.InferenceOptions` fields (``tile``, ``ensemble``, ``precision``,
+    ``working_side``...); ``working_side`` is ``auto`` unless given, as in ``derain run``.
 
     The network is prepared for its inference path once (per ``fast``/``precision``/``compile`` choice);
     changes made to a loaded network's weights afterwards are not seen: make a new session.
@@ -61,9 +70,8 @@ class Session:
             if model is not None and not isinstance(model, str):
                 raise DerainError(f"model must be a registry name, a loaded network or None, not a "
                                   f"{type(model).__name__}")
-            from derain.weights.load import load_trained
-
             from derain.inference.model_choice import default_model_for
+            from derain.weights.load import load_trained
 
             self.device = resolve_device(device or "auto")
             # No model named: the default, or its CPU student on a CPU without native bf16.

@@ -7,7 +7,6 @@ saved as, so ``bench`` and ``run`` followed by ``eval`` give the same numbers.
 from __future__ import annotations
 
 import argparse
-
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,16 +15,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from derain.weights.load import load_model
-from derain.data import find_datasets
 from derain.commands import inference_options
-from derain.errors import DerainError
 from derain.commands.evaluate import ImageScore, SetScore, format_table
+from derain.data import find_datasets
+from derain.errors import DerainError
 from derain.files.imageio import read_image, read_uint8_rgb, write_image
+from derain.files.outputs import refuse_existing
 from derain.inference.restore import InferenceOptions, prepare_for, resolve_device, restore
 from derain.metrics import describe, psnr_ssim
 from derain.models import count_parameters, get_spec
-from derain.files.outputs import refuse_existing
+from derain.weights.load import load_model
 from derain.weights.resolve import resolve_weights
 
 

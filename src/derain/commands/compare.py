@@ -9,7 +9,6 @@ column of Rain2Avoid rain masks. Results are matched to inputs by file name, nev
 from __future__ import annotations
 
 import argparse
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +18,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from derain.data.pairs import find_pairs, images_in, is_dataset, name_key
 from derain.errors import DerainError
-from derain.metrics.spectrum import log_amplitude, to_grey_uint8
 from derain.files.imageio import expand_inputs, read_uint8_rgb
-from derain.metrics import PROTOCOLS, describe, psnr_ssim
 from derain.files.outputs import refuse_existing
+from derain.metrics import PROTOCOLS, describe, psnr_ssim
+from derain.metrics.spectrum import log_amplitude, to_grey_uint8
 
 INSET_COLOUR = (230, 40, 40)
 BACKGROUND = (255, 255, 255)

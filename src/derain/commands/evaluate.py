@@ -8,7 +8,6 @@ result, is an error that names the files.
 from __future__ import annotations
 
 import argparse
-
 import csv
 import json
 import math
@@ -19,8 +18,8 @@ from derain.data import find_datasets, is_dataset, pair_folders
 from derain.data.pairs import images_in, match_files
 from derain.errors import DerainError
 from derain.files.imageio import IMAGE_SUFFIXES, expand_inputs, read_uint8_rgb
-from derain.metrics import describe, niqe, psnr_ssim
 from derain.files.outputs import refuse_existing
+from derain.metrics import describe, niqe, psnr_ssim
 
 
 @dataclass

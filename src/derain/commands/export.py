@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 
 from derain.errors import DerainError
@@ -12,10 +11,10 @@ from derain.inference.onnx import DEFAULT_TOLERANCE, ExportReport, export_onnx
 def export_checkpoint(model: str | None, weights: str | None, output: str | Path, overwrite: bool = False,
                       tolerance: float = DEFAULT_TOLERANCE) -> ExportReport:
     """``derain export --onnx``: load a checkpoint (default: the bundled model) and export it, checked."""
-    from derain.weights.load import load_model
+    from derain.files.outputs import refuse_existing
     from derain.inference.restore import size_multiple_of
     from derain.models import get_spec
-    from derain.files.outputs import refuse_existing
+    from derain.weights.load import load_model
     from derain.weights.resolve import resolve_weights
 
     output = Path(output)
@@ -25,8 +24,8 @@ def export_checkpoint(model: str | None, weights: str | None, output: str | Path
     if not output.parent.is_dir():
         raise DerainError(f"output folder {output.parent} does not exist")
     net, name = load_model(model, resolve_weights(model, weights))
-    # The network's own multiple, as derain.inference.restore.restore pads to it (a checkpoint's configuration may differ
-    # from the registry's default one).
+    # The network's own multiple, as derain.inference.restore.restore pads to it (a checkpoint's configuration may
+    # differ from the registry's default one).
     return export_onnx(net, name, output, size_multiple_of(net, get_spec(name).size_multiple), tolerance)
 
 

@@ -7,7 +7,6 @@ prints at once however many networks are registered.
 from __future__ import annotations
 
 import argparse
-
 import json
 import struct
 import textwrap

@@ -12,13 +12,12 @@ processes with ``shard`` (or automatically under ``torchrun``).
 from __future__ import annotations
 
 import argparse
-
+import dataclasses
 import io
 import json
 import os
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -29,12 +28,32 @@ from tqdm import tqdm
 from derain.commands import BACKENDS, inference_options
 from derain.errors import DerainError
 from derain.files.checkpoints import file_fingerprint
-from derain.files.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, Encoding, encode_image,
-                                  expand_input_tree, frame_count, read_image, read_provenance, write_image)
-from derain.inference.model_choice import default_model_for
-from derain.inference.restore import (InferenceOptions, count_tiles, describe_choice, prepare_for, resolve_device,
-                                      resolve_tile, resolve_working_side, restore, set_task, size_multiple_of)
+from derain.files.imageio import (
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    IMAGE_SUFFIXES,
+    Encoding,
+    encode_image,
+    expand_input_tree,
+    frame_count,
+    read_image,
+    read_provenance,
+    write_image,
+)
 from derain.files.outputs import STDIO, names_one_image, prepare_output_dir, run_outputs, shard_files, torchrun_shard
+from derain.inference.model_choice import default_model_for
+from derain.inference.restore import (
+    InferenceOptions,
+    count_tiles,
+    describe_choice,
+    prepare_for,
+    resolve_device,
+    resolve_tile,
+    resolve_working_side,
+    restore,
+    set_task,
+    size_multiple_of,
+)
 from derain.models import get_spec
 from derain.weights.load import load_model
 from derain.weights.resolve import resolve_weights

@@ -10,7 +10,6 @@ rainy image is then written under ``targets/`` with the same name.
 from __future__ import annotations
 
 import argparse
-
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path

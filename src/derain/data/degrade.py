@@ -251,9 +251,9 @@ class LowLightConfig:
 
     ``gamma`` > 1 crushes the shadows more than the highlights (an under-exposed, tone-mapped photo);
     ``gain`` sets the overall exposure (the defaults give CBSD68 a mean of 0.09, 10th-90th percentile over
-    images 0.04-0.16: the darkness of LOL's low images); ``colour`` is a per-channel gain deviation (white balance drift of dim scenes). The noise
-    is Poisson-Gaussian in its Gaussian approximation: variance ``y / photons + read ** 2``, with
-    ``photons`` the photon count a full-scale pixel would collect (log-uniform).
+    images 0.04-0.16: the darkness of LOL's low images); ``colour`` is a per-channel gain deviation (white
+    balance drift of dim scenes). The noise is Poisson-Gaussian in its Gaussian approximation: variance ``y / photons +
+    read ** 2``, with ``photons`` the photon count a full-scale pixel would collect (log-uniform).
     """
 
     gamma: Range = (1.2, 2.5)

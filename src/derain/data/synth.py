@@ -11,9 +11,9 @@ The streak map is grey (Rain100L's residual rainy - clean has the same value in 
 additively (``clean + streaks``, clipped: what Rain100L does) or with a screen blend, then an optional veil
 ``rainy * (1 - a) + a * A`` with atmospheric light ``A`` imitates the haze of heavy rain.
 
-Real photos need more than that (``PRESETS["real"]``, fitted to the real rainy photos: docs/journal/general-model.md). Each of
-these is off unless its probability is above zero, and draws its random numbers after everything above, so the
-presets that do not use them give exactly the rain they always gave:
+Real photos need more than that (``PRESETS["real"]``, fitted to the real rainy photos:
+docs/journal/general-model.md). Each of these is off unless its probability is above zero, and draws its random numbers
+after everything above, so the presets that do not use them give exactly the rain they always gave:
 
 - a **near layer** of out-of-focus drops close to the lens: few, wide, long, very soft and faint streaks;
 - **illumination**: the streak amplitude follows a smooth random light map (rain is only visible where light
@@ -145,9 +145,9 @@ PRESETS: dict[str, RainConfig] = {
     "heavy": RainConfig(layers=3, density=(0.0005, 0.002), length=(25.0, 60.0), width=(1.5, 3.5),
                         angle=(-35.0, 35.0), angle_jitter=5.0, brightness=(0.4, 0.8), blur=(0.3, 1.0),
                         veil=(0.05, 0.3), veil_probability=0.7, airlight=(0.7, 1.0)),
-    # Real photos (fitted to the 117 real rainy photos outside the held-out 30: docs/journal/general-model.md, measured with
-    # scripts/rain_realism.py): from light to very dense rain in up to four depth layers whose angles differ,
-    # thin far streaks to soft near drops, rain accumulation (a depth veil) on most heavy images, light maps,
+    # Real photos (fitted to the 117 real rainy photos outside the held-out 30: docs/journal/general-model.md,
+    # measured with scripts/rain_realism.py): from light to very dense rain in up to four depth layers whose angles
+    # differ, thin far streaks to soft near drops, rain accumulation (a depth veil) on most heavy images, light maps,
     # night scenes, sensor noise and JPEG.
     "real": RainConfig(layers=4, density=(0.0001, 0.003), length=(5.0, 30.0), width=(0.9, 2.5),
                        angle=(-30.0, 30.0), angle_jitter=12.0, brightness=(0.15, 0.6), brightness_spread=0.7,
@@ -441,6 +441,6 @@ def synthesize_pair(clean: torch.Tensor, config: RainConfig, generator: torch.Ge
 
 def add_rain(clean: torch.Tensor, generator: torch.Generator, preset_name: str = "light",
              wrap: bool = True) -> torch.Tensor:
-    """Synthetic rain of preset ``preset_name`` (``light`` is calibrated on RainTrainL) on a clean batch, in [0, 1]: the rain
-    degradation of the all-in-one tasks (:mod:`derain.data.degrade` holds the others)."""
+    """Synthetic rain of preset ``preset_name`` (``light`` is calibrated on RainTrainL) on a clean batch, in
+    [0, 1]: the rain degradation of the all-in-one tasks (:mod:`derain.data.degrade` holds the others)."""
     return synthesize(clean, preset(preset_name), generator, wrap=wrap).float().clamp_(0.0, 1.0)

@@ -29,9 +29,16 @@ import numpy as np
 import torch
 
 from derain.data.datasets import PairedPatches, load_clean_images, load_pairs, to_tensor
-from derain.data.degrade import (BlurConfig, HazeConfig, LowLightConfig, add_gaussian_noise, add_haze,
-                                 add_low_light, add_motion_blur)
 from derain.data.degradations import TASKS
+from derain.data.degrade import (
+    BlurConfig,
+    HazeConfig,
+    LowLightConfig,
+    add_gaussian_noise,
+    add_haze,
+    add_low_light,
+    add_motion_blur,
+)
 from derain.data.synth import add_rain
 from derain.errors import DerainError
 
@@ -255,9 +262,10 @@ def make_test_set(task: str, clean_images: Sequence[tuple[str, np.ndarray]], see
     can serve as a validation set. Each image gets a generator seeded from (``seed``, task, sigma, name), so
     two calls give the same pixels, and so do two machines with the same torch version (torch's CPU random
     streams are fixed per version): outputs are rounded to 8 bits, which absorbs last-bit float differences
-    between CPUs unless a value lands within about 1e-6 of a rounding boundary. ``sigma`` is used by ``noise`` only, which follows the
-    all-in-one protocol (clip, truncate to uint8: see :func:`derain.data.degrade.add_gaussian_noise`).
-    ``rain`` is supported (synthetic rain, no wrap-around) but the real Rain100L set is the benchmark.
+    between CPUs unless a value lands within about 1e-6 of a rounding boundary. ``sigma`` is used by ``noise``
+    only, which follows the all-in-one protocol (clip, truncate to uint8: see
+    :func:`derain.data.degrade.add_gaussian_noise`). ``rain`` is supported (synthetic rain, no wrap-around) but the real
+    Rain100L set is the benchmark.
     """
     task_index(task)
     if task == "noise" and sigma is None:

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-
 from derain.errors import DerainError
 from derain.train.config import OptimConfig, ScheduleConfig, from_dict, read_config_mapping
 

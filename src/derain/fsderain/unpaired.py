@@ -42,9 +42,11 @@ The L1, SSIM and FFT terms need ground truth and must be 0 in this mode.
   2026-12-01: when the encoder was instead trained by the network's own term (as in the paired method), it
   collapsed within 10 steps to identical embeddings for every image, where the term is the constant
   ln 2 + 0.1 x 0.3 = 0.7233 and gives the network no signal: an output that starts as its rainy input
-  cannot be pulled away from it by an encoder that is free to stop telling them apart. Without a paired validation set there is no PSNR to
-drive a plateau schedule, so the unpaired defaults use a constant learning rate; judge runs with NIQE on
-held-out photos (``derain eval --no-reference``) and by looking at them.
+  cannot be pulled away from it by an encoder that is free to stop telling them apart.
+
+Without a paired validation set there is no PSNR to drive a plateau schedule, so the unpaired defaults use a
+constant learning rate; judge runs with NIQE on held-out photos (``derain eval --no-reference``) and by looking
+at them.
 """
 from __future__ import annotations
 

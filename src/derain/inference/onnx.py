@@ -88,8 +88,9 @@ def export_onnx(model: nn.Module, name: str, path: str | Path, size_multiple: in
                 tolerance: float = DEFAULT_TOLERANCE, opset: int = 18) -> ExportReport:
     """Write ``model`` (CPU, float32) to ``path`` as ONNX with dynamic H and W, then check it in onnxruntime.
 
-    H and W of the exported graph must be multiples of ``size_multiple`` (``derain.inference.restore.restore`` pads to it).
-    Raises :class:`DerainError` (and removes the file) when the check's largest error exceeds ``tolerance``.
+    H and W of the exported graph must be multiples of ``size_multiple`` (``derain.inference.restore.restore``
+    pads to it). Raises :class:`DerainError` (and removes the file) when the check's largest error exceeds
+    ``tolerance``.
     """
     for module in ("onnx", "onnxscript", "onnxruntime"):
         _require(module)

@@ -33,8 +33,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from derain.files.checkpoints import file_fingerprint
 from derain.errors import DerainError
+from derain.files.checkpoints import file_fingerprint
 from derain.inference.onnx import META_MODEL, META_MULTIPLE, OnnxModel, _check_input, _require, export_onnx
 
 META_PRECISION = "derain.precision"
@@ -79,7 +79,7 @@ def find_int8(checkpoint: str | Path) -> Path | None:
     if not path.is_file():
         return None
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401 (imported only to learn whether it is installed)
     except ImportError:
         return None
     return path
@@ -210,10 +210,10 @@ def quantize_checkpoint(model: str | None, weights: str | None, patches: Sequenc
                         output: str | Path | None = None, overwrite: bool = False, **options) -> QuantizeReport:
     """Export a checkpoint (default: the bundled model) to ONNX and write its int8 version to ``output``
     (default: :func:`int8_path_for` the checkpoint, where ``derain run`` looks for it)."""
-    from derain.weights.load import load_model
+    from derain.files.outputs import refuse_existing
     from derain.inference.restore import size_multiple_of
     from derain.models import get_spec
-    from derain.files.outputs import refuse_existing
+    from derain.weights.load import load_model
     from derain.weights.resolve import resolve_weights
 
     checkpoint = resolve_weights(model, weights)
@@ -251,7 +251,8 @@ def int8_model_for_run(precision: str, fast: bool, model: str | None, weights: s
 
     ``--precision int8`` with ``--weights FILE.onnx`` runs that file; with a checkpoint (or the bundled
     default) it runs the checkpoint's int8 version from the cache, which must exist. ``auto`` on the fast path
-    uses that version where it exists and the CPU rule picks int8 (:func:`derain.inference.precision.cpu_inference_precision`).
+    uses that version where it exists and the CPU rule picks int8
+    (:func:`derain.inference.precision.cpu_inference_precision`).
     """
     from derain.inference.precision import cpu_inference_precision
     from derain.weights.resolve import resolve_weights

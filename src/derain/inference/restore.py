@@ -32,11 +32,11 @@ class InferenceOptions:
     (:func:`auto_tile`); images with more than ``tile_threshold`` pixels are
     processed in overlapping tiles of this size, blended with smooth weights (memory stays bounded by the
     tile, not the photo). ``tile_overlap`` should cover the network's receptive field for tiled and whole
-    results to agree. ``ensemble`` names a self-ensemble of :data:`derain.inference.ensembles.ENSEMBLES` (``True``: ``flips``, the 4
-    upright transforms, 4x the time; ``False``: ``none``). ``fast``
-    runs the fast path of :mod:`derain.inference.fastpath` (same function, bf16 where native, channels-last, folded
-    layers); ``compile`` adds ``torch.compile`` to it. ``tile_batch`` tiles run in one call (None: 4 on
-    GPUs, where it keeps the device busy, 1 on the CPU, where it does not pay).
+    results to agree. ``ensemble`` names a self-ensemble of :data:`derain.inference.ensembles.ENSEMBLES`
+    (``True``: ``flips``, the 4 upright transforms, 4x the time; ``False``: ``none``). ``fast`` runs the fast path of
+    :mod:`derain.inference.fastpath` (same function, bf16 where native, channels-last, folded layers); ``compile`` adds
+    ``torch.compile`` to it. ``tile_batch`` tiles run in one call (None: 4 on GPUs, where it keeps the device busy, 1 on
+    the CPU, where it does not pay).
 
     ``working_side``: photos whose shorter side is longer are shown to the network downscaled to it, and only
     the change the network makes there (the rain layer and the veil) is upscaled and taken from the photo at
@@ -56,7 +56,8 @@ class InferenceOptions:
     working_side: int | str | None = None
 
 
-# The working side of `derain run` and of derain.derain() with the bundled model (measured: docs/journal/general-model.md).
+# The working side of `derain run` and of derain.derain() with the bundled model
+# (measured: docs/journal/general-model.md).
 DEFAULT_WORKING_SIDE = 640
 
 

@@ -135,7 +135,7 @@ class FDSM(nn.Module):
         self.conv_init_1 = nn.Sequential(nn.Conv2d(dim, dim, 3, padding="same", groups=dim), nn.GELU())
         self.conv_init_2 = nn.Sequential(nn.Conv2d(dim, dim, 5, padding="same", groups=dim), nn.GELU())
         self.conv_mid = nn.Sequential(nn.Conv2d(dim * 2, dim, 1), nn.GELU())  # unused (see docstring)
-        self.FFC = FourierUnit(dim * 2, dim * 2)  # noqa: N815 (official name)
+        self.FFC = FourierUnit(dim * 2, dim * 2)  # official name
         self.bn = nn.BatchNorm2d(dim * 2)
         self.relu = nn.ReLU(inplace=True)
 
@@ -166,8 +166,8 @@ class ResBlock(nn.Module):
         super().__init__()
         self.conv1 = BasicConv(channel, channel, 3, relu=True)
         self.conv2 = BasicConv(channel * 2, channel, 3, relu=False)
-        self.MPSRM = MPSRM(channel, channel, pool_sizes)  # noqa: N815 (official names)
-        self.FDSM = FDSM(channel // 2)  # noqa: N815
+        self.MPSRM = MPSRM(channel, channel, pool_sizes)  # official names
+        self.FDSM = FDSM(channel // 2)
         self.proj = nn.Conv2d(channel, channel, 3, 1, 1, groups=channel)
         self.proj_act = nn.GELU()
 
@@ -241,7 +241,7 @@ class DMSR(nn.Module):
         # 7x7 reflect-padded attention needs that coarsest map to be at least 4 pixels.
         self.scale_multiple = 4 * pool_sizes[0]
         self.min_side = 4 * self.scale_multiple
-        self.Encoder = nn.ModuleList(Stage(b * k, num_res, pool_sizes) for k in (1, 2, 4))  # noqa: N815
+        self.Encoder = nn.ModuleList(Stage(b * k, num_res, pool_sizes) for k in (1, 2, 4))
         self.feat_extract = nn.ModuleList([
             BasicConv(c, b, 3, relu=True, stride=1),
             BasicConv(b, b * 2, 3, relu=True, stride=2),
@@ -250,15 +250,15 @@ class DMSR(nn.Module):
             BasicConv(b * 2, b, 4, relu=True, stride=2, transpose=True),
             BasicConv(b, c, 3, relu=False, stride=1),
         ])
-        self.Decoder = nn.ModuleList(Stage(b * k, num_res, pool_sizes) for k in (4, 2, 1))  # noqa: N815
-        self.Convs = nn.ModuleList([BasicConv(b * 4, b * 2, 1, relu=True),  # noqa: N815
+        self.Decoder = nn.ModuleList(Stage(b * k, num_res, pool_sizes) for k in (4, 2, 1))
+        self.Convs = nn.ModuleList([BasicConv(b * 4, b * 2, 1, relu=True),
                                     BasicConv(b * 2, b, 1, relu=True)])
-        self.ConvsOut = nn.ModuleList([BasicConv(b * 4, c, 3, relu=False),  # noqa: N815
+        self.ConvsOut = nn.ModuleList([BasicConv(b * 4, c, 3, relu=False),
                                        BasicConv(b * 2, c, 3, relu=False)])
-        self.FAM1 = FAM(b * 4)  # noqa: N815
-        self.SCM1 = SCM(b * 4, c)  # noqa: N815
-        self.FAM2 = FAM(b * 2)  # noqa: N815
-        self.SCM2 = SCM(b * 2, c)  # noqa: N815
+        self.FAM1 = FAM(b * 4)
+        self.SCM1 = SCM(b * 4, c)
+        self.FAM2 = FAM(b * 2)
+        self.SCM2 = SCM(b * 2, c)
 
     @property
     def size_multiple(self) -> int:

@@ -179,11 +179,11 @@ class ResidualMemory(nn.Module):
         h4, h2, h1 = hidden
         self.rain4_res1, self.lstm_group4, self.rain4_res2 = (
             ConvAct(channels, mid), ConvLSTMCell(mid, h4), ConvAct(h4, channels))
-        self.upRMM4_2 = Up(channels, channels)  # noqa: N815 (TF scope names)
+        self.upRMM4_2 = Up(channels, channels)  # TF scope names
         self.rain2_res1, self.lstm_group2, self.rain2_res2 = (
             ConvAct(channels, mid), ConvLSTMCell(mid, h2), ConvAct(h2, channels))
-        self.upRMM4_1 = Up(channels, channels)  # noqa: N815
-        self.upRMM2_1 = Up(channels, channels)  # noqa: N815
+        self.upRMM4_1 = Up(channels, channels)
+        self.upRMM2_1 = Up(channels, channels)
         self.rain_res1, self.lstm_group, self.rain_res2 = (
             ConvAct(channels, mid), ConvLSTMCell(mid, h1), ConvAct(h1, channels))
 

@@ -138,7 +138,7 @@ class TransformerBlock(nn.Module):
     """Pre-norm residual MDTA followed by pre-norm residual GDFN."""
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-                 LayerNorm_type: str) -> None:  # noqa: N803 (official keyword name)
+                 LayerNorm_type: str) -> None:  # official keyword name
         super().__init__()
         self.norm1 = ChannelLayerNorm(dim, LayerNorm_type)
         self.attn = MDTA(dim, num_heads, bias)
@@ -202,7 +202,7 @@ class Restormer(nn.Module):
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
                  num_blocks: Sequence[int] = (4, 6, 6, 8), num_refinement_blocks: int = 4,
                  heads: Sequence[int] = (1, 2, 4, 8), ffn_expansion_factor: float = 2.66, bias: bool = False,
-                 LayerNorm_type: str = "WithBias", dual_pixel_task: bool = False) -> None:  # noqa: N803
+                 LayerNorm_type: str = "WithBias", dual_pixel_task: bool = False) -> None:
         super().__init__()
         if len(num_blocks) != 4 or len(heads) != 4:
             raise ValueError("num_blocks and heads need one entry per level (4)")

@@ -39,8 +39,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from derain.errors import DerainError
 from derain.inference.restore import InferenceOptions, resolve_device
 from derain.serve.catalog import build_catalog
-from derain.serve.jobs import JobQueue
-from derain.serve.jobs import Job
+from derain.serve.jobs import Job, JobQueue
 from derain.serve.uploads import RESULT_FORMATS, UploadError, encode_result, inspect_upload, parse_form
 
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -129,7 +128,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the page polls the queue often
 
     # --- plumbing --------------------------------------------------------------------------------------
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args) -> None:  # the base class's name
         pass  # the terminal shows one line per photo (see JobQueue), not every poll
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
@@ -184,22 +183,22 @@ class Handler(BaseHTTPRequestHandler):
         except UploadError as exc:
             self._error(exc.status, str(exc))
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:  # http.server's naming
         self._route("GET")
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._route("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._route("POST")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._route("DELETE")
 
-    def do_PUT(self) -> None:  # noqa: N802 (answered "no such endpoint", as JSON)
+    def do_PUT(self) -> None:  # answered "no such endpoint", as JSON
         self._route("PUT")
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         self._route("PATCH")
 
     # --- GET ---------------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from derain.weights.load import load_model
 from derain.errors import DerainError
 from derain.inference.restore import size_multiple_of
 from derain.models import get_spec, list_specs
 from derain.weights import BUNDLED, bundled_checkpoint, default_checkpoint, default_model_name
+from derain.weights.load import load_model
 
 
 @dataclass

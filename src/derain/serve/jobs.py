@@ -19,8 +19,15 @@ from typing import Callable
 import torch
 
 from derain.errors import DerainError
-from derain.inference.restore import (InferenceOptions, count_tiles, prepare_for, resolve_tile, resolve_working_side,
-                                      restore, set_task)
+from derain.inference.restore import (
+    InferenceOptions,
+    count_tiles,
+    prepare_for,
+    resolve_tile,
+    resolve_working_side,
+    restore,
+    set_task,
+)
 from derain.serve.catalog import ModelChoice
 from derain.serve.uploads import UploadInfo, decode_upload, encode_png, encode_preview
 

@@ -12,10 +12,10 @@ Results are kept as PNG and re-encoded on request as JPEG or WebP (:func:`encode
 from __future__ import annotations
 
 import io
-from email.message import Message
-from email.parser import BytesHeaderParser
 import warnings
 from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesHeaderParser
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError

@@ -104,8 +104,8 @@ class OptimConfig:
     grad_clip: float | None = None
     accumulate: int = 1  # gradient accumulation: optimiser step every N micro-batches
     # torch's fused Adam/AdamW kernel (one pass over all parameters): the default model's optimiser step took
-    # 6.2 ms instead of 26.5 on a 2-core AVX2 CPU (benchmarks/train_step.py --fused, docs/journal/fastderain.md). The same
-    # algorithm, rounded differently (weights 3e-8 apart after 50 steps), so off by default: the recorded
+    # 6.2 ms instead of 26.5 on a 2-core AVX2 CPU (benchmarks/train_step.py --fused, docs/journal/fastderain.md).
+    # The same algorithm, rounded differently (weights 3e-8 apart after 50 steps), so off by default: the recorded
     # recipes reproduce exactly only with the per-parameter loop they trained with.
     fused: bool = False
 
@@ -166,7 +166,8 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     # auto | channels_last | contiguous. auto: channels-last for networks that declare they train faster in it
-    # (FastDerain: 235 vs 323 ms per bf16 step, 364 vs 499 in float32, 96x96 x 8, 2 threads, docs/journal/fastderain.md).
+    # (FastDerain: 235 vs 323 ms per bf16 step, 364 vs 499 in float32, 96x96 x 8, 2 threads,
+    # docs/journal/fastderain.md).
     memory_format: str = "auto"
     ema_decay: float = 0.0  # 0 disables the EMA of weights
     val_every: int = 1000
@@ -360,7 +361,8 @@ def validate(config: TrainConfig) -> None:
         (0.0 <= config.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
         (config.divergence_factor == 0 or config.divergence_factor > 1,
          "divergence_factor must be 0 (off) or above 1"),
-        (config.precision in ("auto", "bf16", "fp32"), f"precision must be auto, bf16 or fp32, not {config.precision!r}"),
+        (config.precision in ("auto", "bf16", "fp32"),
+         f"precision must be auto, bf16 or fp32, not {config.precision!r}"),
         (config.memory_format in ("auto", "channels_last", "contiguous"),
          f"memory_format must be auto, channels_last or contiguous, not {config.memory_format!r}"),
         (config.val_every > 0 and config.checkpoint_every > 0 and config.log_every > 0,

@@ -18,17 +18,30 @@ import torch
 from tqdm import tqdm
 
 from derain.errors import DerainError
+from derain.files.outputs import refuse_existing, torchrun_shard
 from derain.inference.model_choice import default_model_for
-from derain.inference.restore import (InferenceOptions, prepare_for, resolve_device, resolve_tile,
-                                      resolve_working_side, restore)
+from derain.inference.restore import (
+    InferenceOptions,
+    prepare_for,
+    resolve_device,
+    resolve_tile,
+    resolve_working_side,
+    restore,
+)
 from derain.models import get_spec
-from derain.files.outputs import refuse_existing
-from derain.files.outputs import torchrun_shard
 from derain.video.shard import piece_path, shard_span, shard_tag
-from derain.video.streams import (EncodeSettings, Frame, Span, VideoInfo, choose_encoder, probe, require_av,
-                                  span_of, transcode)
+from derain.video.streams import (
+    EncodeSettings,
+    Frame,
+    Span,
+    VideoInfo,
+    choose_encoder,
+    probe,
+    require_av,
+    span_of,
+    transcode,
+)
 from derain.video.temporal import TemporalOptions, temporal_filter
-
 
 # Frames derained together by default: one. On a quiet 2-core CPU one frame at a time is the fastest per frame
 # (batches of 4 cost 29-30% more per frame at 640x360 and 1280x720: larger activations, more cache misses);

@@ -139,7 +139,7 @@ def choose_encoder(name: str | None) -> str:
     for candidate in candidates:
         try:
             codec = av.codec.Codec(candidate, "w")
-        except Exception:  # noqa: BLE001 - PyAV raises several types for an unknown codec
+        except Exception:  # PyAV raises several types for an unknown codec
             continue
         if codec.type != "video":
             raise DerainError(f"--codec {candidate} is a{'n' if codec.type[0] in 'aeiou' else ''} {codec.type} "
