@@ -82,6 +82,7 @@ class DerainServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host  # typeshed allows bytes; the server gives str
         host = "localhost" if host in ("127.0.0.1", "::1") else host
         return f"http://{host}:{port}/"
 
@@ -265,6 +266,8 @@ class Handler(BaseHTTPRequestHandler):
     def _send_result(self, job: Job, fmt: str, quality: int | None, attachment: bool) -> None:
         """The job's result encoded as ``fmt``, named after the upload (``photo-derained.jpg``)."""
         _, mime, suffix = RESULT_FORMATS[fmt]
+        if job.result is None:  # callers check that the job is done; a missing result is a bug, not a 409
+            raise RuntimeError(f"job {job.id} has no result to send")
         body = encode_result(job.result, fmt, quality, job.jpeg)
         name = f"{PurePath(job.filename).stem}-derained{suffix}"
         disposition = f"{'attachment' if attachment else 'inline'}; filename*=UTF-8''{quote(name)}"
@@ -370,7 +373,10 @@ class Handler(BaseHTTPRequestHandler):
             return True
 
     def _delete_job(self, path: str) -> None:
-        job_id = _JOB_PATH.match(path).group(1)
+        match = _JOB_PATH.match(path)
+        if match is None:  # the dispatcher matched it before calling
+            raise RuntimeError(f"not a job path: {path}")
+        job_id = match.group(1)
         job = self.server.jobs.remove(job_id)
         if job is None:
             self._error(HTTPStatus.NOT_FOUND, f"no job {job_id}")

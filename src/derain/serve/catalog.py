@@ -70,13 +70,13 @@ def build_catalog(weights_args: list[str], device: torch.device) -> dict[str, Mo
     if bundled is not None:
         catalog[default_model_name() or "default"] = _choice(default_model_name(), str(bundled), device)
     for name in BUNDLED:  # the other bundled models (the Rain100L specialist)
-        path = bundled_checkpoint(name)
-        if path is not None:
-            catalog[name] = _choice(name, str(path), device)
+        bundled_path = bundled_checkpoint(name)
+        if bundled_path is not None:
+            catalog[name] = _choice(name, str(bundled_path), device)
     for text in weights_args:
-        name, path = parse_weights_arg(text)
-        choice = _choice(name, path, device)
-        if choice.key in catalog and name is None:
+        given_name, path = parse_weights_arg(text)
+        choice = _choice(given_name, path, device)
+        if choice.key in catalog and given_name is None:
             raise DerainError(f"two models would both be called {choice.key!r}; name them with NAME={path}")
         catalog[choice.key] = choice  # an explicit NAME=... replaces the bundled model of that name
     if not catalog:

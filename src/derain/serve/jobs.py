@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from derain.errors import DerainError
+from derain.files.imageio import JpegSettings
 from derain.inference.restore import (
     InferenceOptions,
     count_tiles,
@@ -56,7 +57,7 @@ class Job:
     seconds: float | None = None
     result: bytes | None = None  # PNG, full resolution
     preview: bytes | None = None  # JPEG of the upright input
-    jpeg: object | None = None  # the upload's JPEG encoding (tables, subsampling) when it was a JPEG
+    jpeg: JpegSettings | None = None  # the upload's JPEG encoding (tables, subsampling) when it was a JPEG
     internal_error: bool = False  # failed by a bug or a broken model, not by the photo
     cancelled: bool = False  # removed before it finished: skipped if waiting, stopped at the next tile if running
     finished: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
@@ -95,7 +96,9 @@ class JobQueue:
 
     def tile(self, model: str) -> int:
         """The tile side photos for ``model`` run in (chosen from the free memory unless set)."""
-        return self._options[model].tile
+        tile = self._options[model].tile
+        assert tile is not None, "resolve_tile chose the tile side when the pool was made"
+        return tile
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:

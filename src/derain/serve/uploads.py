@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from derain.errors import DerainError
-from derain.files.imageio import LoadedImage, check_png_complete, read_image
+from derain.files.imageio import JpegSettings, LoadedImage, check_png_complete, read_image
 
 # Suffix that makes read_image take the right path (16-bit PNG/TIFF go through OpenCV).
 _SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
@@ -67,8 +67,9 @@ def inspect_upload(data: bytes, max_pixels: int) -> UploadInfo:
             raise UploadError(413, f"the image is {width}x{height} ({width * height / 1e6:.1f} megapixels); "
                                    f"this server accepts at most {max_pixels / 1e6:g} megapixels "
                                    "(derain serve --max-megapixels)")
-        if getattr(image, "n_frames", 1) > 1:
-            raise UploadError(415, f"the image is an animation ({image.n_frames} frames); send a still photo")
+        frames = getattr(image, "n_frames", 1)  # only the formats that can animate have it
+        if frames > 1:
+            raise UploadError(415, f"the image is an animation ({frames} frames); send a still photo")
         try:
             image.load()  # decode everything now: a truncated file fails here, not in the queue
             if image.format == "PNG":
@@ -167,7 +168,7 @@ RESULT_FORMATS = {"png": ("PNG", "image/png", ".png"), "jpeg": ("JPEG", "image/j
 DEFAULT_QUALITY = {"JPEG": 90, "WEBP": 90}
 
 
-def encode_result(png: bytes, fmt: str, quality: int | None = None, jpeg: object | None = None) -> bytes:
+def encode_result(png: bytes, fmt: str, quality: int | None = None, jpeg: JpegSettings | None = None) -> bytes:
     """The result ``png`` re-encoded as ``fmt`` (a :data:`RESULT_FORMATS` key), keeping EXIF and ICC.
 
     JPEG without a ``quality`` reuses the upload's own quantization tables and chroma subsampling when it was
@@ -181,7 +182,7 @@ def encode_result(png: bytes, fmt: str, quality: int | None = None, jpeg: object
     options: dict = {key: image.info[key] for key in ("exif", "icc_profile") if image.info.get(key)}
     # WebP keeps the transparency of a transparent upload; JPEG has none
     rgb = image.convert("RGBA" if kind == "WEBP" and "A" in image.mode else "RGB")
-    if kind == "JPEG" and quality is None and getattr(jpeg, "qtables", None):
+    if kind == "JPEG" and quality is None and jpeg is not None and jpeg.qtables:
         options.update(qtables=jpeg.qtables, subsampling=jpeg.subsampling)
     elif kind == "JPEG":
         options.update(quality=quality or DEFAULT_QUALITY[kind], subsampling=2)
