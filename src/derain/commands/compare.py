@@ -214,7 +214,7 @@ def inset_box(centre: tuple[int, int], size: int, width: int, height: int) -> tu
 
 
 # --- drawing ------------------------------------------------------------------------------------------------
-def _font(size: int = 13) -> ImageFont.ImageFont:
+def _font(size: int = 13) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable font
     except TypeError:

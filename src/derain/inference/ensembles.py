@@ -32,10 +32,10 @@ def ensemble_forward(forward: Forward, ensemble: bool | str = True) -> Forward:
     transforms = ENSEMBLES[ensemble_name(ensemble)]
 
     def wrapped(x: torch.Tensor) -> torch.Tensor:
-        total = None
-        for k in transforms:
-            y = undo_dihedral_tensor(forward(dihedral_tensor(x, k)), k)
-            total = y if total is None else total + y
+        first, *rest = transforms  # every ensemble holds at least the identity
+        total = undo_dihedral_tensor(forward(dihedral_tensor(x, first)), first)
+        for k in rest:
+            total = total + undo_dihedral_tensor(forward(dihedral_tensor(x, k)), k)
         return total / len(transforms)
 
     return wrapped
