@@ -214,14 +214,17 @@ def inset_box(centre: tuple[int, int], size: int, width: int, height: int) -> tu
 
 
 # --- drawing ------------------------------------------------------------------------------------------------
-def _font(size: int = 13) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+Font = ImageFont.ImageFont | ImageFont.FreeTypeFont  # what ImageFont.load_default returns
+
+
+def _font(size: int = 13) -> Font:
     try:
         return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable font
     except TypeError:
         return ImageFont.load_default()
 
 
-def _line_height(font: ImageFont.ImageFont) -> int:
+def _line_height(font: Font) -> int:
     box = font.getbbox("Ag")
     return int(box[3] - box[1]) + 5
 
@@ -315,13 +318,13 @@ def _footer(rows: list[Row], job: CompareJob) -> str:
     return text
 
 
-def _fit(text: str, font: ImageFont.ImageFont, width: int) -> str:
+def _fit(text: str, font: Font, width: int) -> str:
     while text and font.getlength(text) > width:
         text = text[:-4] + "..." if len(text) > 4 else ""
     return text
 
 
-def _wrap(text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
+def _wrap(text: str, font: Font, width: int) -> list[str]:
     lines, current = [], ""
     for word in text.split():
         trial = f"{current} {word}".strip()
