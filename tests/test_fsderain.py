@@ -18,10 +18,10 @@ from derain.fsderain.contrastive import clean_class_nce, contrastive_loss, info_
 from derain.fsderain.encoder import FrequencyEncoder
 from derain.fsderain.finetune import ResizedPairs, finetune
 from derain.fsderain.frequency import disc_mask, high_pass_amplitude, low_pass_spectrum
-from derain.fsderain.objective import FSDerainObjective, Perceptual, ssim_without_gradient
+from derain.fsderain.objective import FSDerainObjective, ssim_without_gradient
 from derain.fsderain.unpaired import UnpairedObjective
 from derain.models import build
-from derain.losses.vgg import VGG16Trunk, save_torchvision_format
+from derain.losses.vgg import Perceptual, VGG16Trunk, save_torchvision_format
 from derain.weights import default_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ high-pass mask to the unshifted spectrum (see :mod:`derain.fsderain.frequency`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from derain.fsderain.contrastive import contrastive_loss
 from derain.fsderain.encoder import FrequencyEncoder
 from derain.fsderain.frequency import high_pass_amplitude
 from derain.losses import FFTLoss, L1Loss, ssim
+
+if TYPE_CHECKING:
+    from derain.losses.vgg import Perceptual
 
 
 def ssim_without_gradient(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -41,29 +44,9 @@ def ssim_without_gradient(pred: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return torch.tensor(1.0 - float(np.mean(values)), dtype=torch.float32, device=pred.device)
 
 
-class Perceptual(nn.Module):
-    """L1 between VGG16 pool3 features of prediction and target; the VGG is frozen and stays in eval mode."""
-
-    def __init__(self, trunk: nn.Module) -> None:
-        super().__init__()
-        self.trunk = trunk.eval()
-        for p in self.trunk.parameters():
-            p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "Perceptual":
-        super().train(mode)
-        self.trunk.eval()  # frozen: never in training mode
-        return self
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target_features = self.trunk(target.float())
-        return (self.trunk(pred.float()) - target_features).abs().mean()
-
-
-def build_perceptual(config: LossConfig) -> Perceptual:
+def build_perceptual(config: LossConfig) -> "Perceptual":
     """The perceptual term with ImageNet VGG16 weights (``config.vgg_weights`` or the torch hub cache)."""
-    from derain.losses.vgg import load_vgg16_trunk
+    from derain.losses.vgg import Perceptual, load_vgg16_trunk
 
     return Perceptual(load_vgg16_trunk(config.vgg_weights, normalize=config.vgg_normalize))
 
@@ -136,4 +119,4 @@ def weighted_sum(terms: dict[str, tuple[float, torch.Tensor]],
     return total, parts
 
 
-__all__ = ["FSDerainObjective", "Perceptual", "build_perceptual", "ssim_without_gradient", "weighted_sum"]
+__all__ = ["FSDerainObjective", "build_perceptual", "ssim_without_gradient", "weighted_sum"]

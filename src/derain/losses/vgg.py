@@ -1,4 +1,4 @@
-"""VGG16 feature trunk for perceptual losses, defined here so that torchvision is never needed.
+"""VGG16 feature trunk and the perceptual loss on it (:class:`Perceptual`), defined here so that torchvision is never needed.
 
 The trunk is ``torchvision.models.vgg16().features`` up to and including the third max-pool (layers 0-16:
 conv1_1 ... relu3_3, pool3; 256 channels at 1/8 resolution), with the same module indices, so its state
@@ -51,6 +51,26 @@ class VGG16Trunk(nn.Module):
         if self.normalize:
             x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         return self.features(x)
+
+
+class Perceptual(nn.Module):
+    """L1 between VGG16 pool3 features of prediction and target; the VGG is frozen and stays in eval mode."""
+
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk.eval()
+        for p in self.trunk.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "Perceptual":
+        super().train(mode)
+        self.trunk.eval()  # frozen: never in training mode
+        return self
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target_features = self.trunk(target.float())
+        return (self.trunk(pred.float()) - target_features).abs().mean()
 
 
 def hub_weights_path() -> Path:
