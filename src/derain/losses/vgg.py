@@ -1,4 +1,5 @@
-"""VGG16 feature trunk and the perceptual loss on it (:class:`Perceptual`), defined here so that torchvision is never needed.
+"""VGG16 feature trunk and the perceptual loss on it (:class:`Perceptual`), defined here so that torchvision
+is never needed.
 
 The trunk is ``torchvision.models.vgg16().features`` up to and including the third max-pool (layers 0-16:
 conv1_1 ... relu3_3, pool3; 256 channels at 1/8 resolution), with the same module indices, so its state
