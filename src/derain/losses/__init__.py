@@ -10,7 +10,7 @@ resized (bilinear) to that output's size, as DMSR's recipe does.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -107,6 +107,8 @@ class EdgeLoss(nn.Module):
     zero padding as TensorFlow's ``SAME`` convolution.
     """
 
+    kernel: torch.Tensor  # buffer registered in __init__
+
     def __init__(self, eps: float = 1e-3, kernel: str = "gaussian") -> None:
         super().__init__()
         if kernel not in ("gaussian", "laplacian"):
@@ -183,6 +185,8 @@ class LumaOnly(nn.Module):
     difference; the weights are :mod:`derain.metrics.fullref`'s, so that MSE here is the metric's error up to that
     constant."""
 
+    weights: torch.Tensor  # buffer registered in __init__
+
     def __init__(self, loss: nn.Module) -> None:
         super().__init__()
         self.loss = loss
@@ -210,7 +214,8 @@ class MultiOutput(nn.Module):
         self.loss = loss
 
     def forward(self, pred: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        outputs = list(pred) if isinstance(pred, (list, tuple)) else [pred]
+        # a Tensor is one output; only a list or tuple holds several (a Tensor is a Sequence too)
+        outputs: list[torch.Tensor] = list(pred) if isinstance(pred, (list, tuple)) else [cast(torch.Tensor, pred)]
         total = target.new_zeros((), dtype=torch.float32)
         for out in outputs:
             scaled = target

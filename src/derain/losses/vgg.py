@@ -33,6 +33,9 @@ class VGG16Trunk(nn.Module):
     """VGG16 ``features[:17]`` (output of the third max-pool). ``normalize`` applies ImageNet mean/std to
     [0, 1] inputs first; FSDerain's original code feeds raw [0, 1] images (``normalize=False``)."""
 
+    mean: torch.Tensor  # buffers registered in __init__
+    std: torch.Tensor
+
     def __init__(self, normalize: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
