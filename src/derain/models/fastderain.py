@@ -49,6 +49,7 @@ class RepConv3x3(nn.Module):
             eye[torch.arange(out_ch), torch.arange(out_ch), 1, 1] = 1.0
             # Built once, not per step; not saved (it is a constant of the shape).
             self.register_buffer("eye", eye, persistent=False)
+            self.eye: torch.Tensor  # the buffer just registered
         nn.init.kaiming_uniform_(self.weight3, a=5 ** 0.5)
         nn.init.kaiming_uniform_(self.weight1, a=5 ** 0.5)
         with torch.no_grad():
@@ -67,6 +68,7 @@ class RepConv3x3(nn.Module):
     def to_conv(self) -> nn.Conv2d:
         """A plain ``nn.Conv2d`` computing the same function."""
         conv = nn.Conv2d(self.in_ch, self.out_ch, 3, padding=1)
+        assert conv.bias is not None  # built with the default bias=True
         with torch.no_grad():
             conv.weight.copy_(self.merged_weight())
             conv.bias.copy_(self.bias)
@@ -88,7 +90,7 @@ class ResBlock(nn.Module):
 
         # Start every block as the identity (Fixup-style): without normalisation, a stack of residual blocks
         # at default init grows its activations and trains unstably at the lr this model wants.
-        self.scale = nn.Parameter(torch.zeros(ch, 1, 1))
+        self.scale: nn.Parameter | None = nn.Parameter(torch.zeros(ch, 1, 1))  # None once folded
         self.low_precision_residuals = low_precision_residuals
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,6 +109,7 @@ class ResBlock(nn.Module):
             return
         if not isinstance(self.conv2, nn.Conv2d):
             raise ValueError("fold the re-parameterised convolutions before the block scale")
+        assert self.conv2.bias is not None  # built with the default bias=True
         factor = self.scale.view(-1)
         self.conv2.weight.mul_(factor.view(-1, 1, 1, 1))
         self.conv2.bias.mul_(factor)
@@ -151,6 +154,7 @@ class FastDerain(nn.Module):
         self.head = nn.Conv2d(widths[0], in_channels * unshuffle ** 2, 3, padding=1)
         # Zero-initialised head: the untrained network is the identity (no rain removed), the right start
         # for a residual predictor whose input is already close to the target.
+        assert self.head.bias is not None  # built with the default bias=True
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.full_width = full_width
@@ -165,6 +169,7 @@ class FastDerain(nn.Module):
             self.full_head = nn.Conv2d(full_width, in_channels, 3, padding=1)
             # Zero entry into the trunk and zero head: adding the level leaves the network's function unchanged.
             for conv in (self.full_down, self.full_head):
+                assert conv.bias is not None  # built with the default bias=True
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
             # Full-resolution activations: measured 695 bytes per pixel in all at full_width 16 (float32,
