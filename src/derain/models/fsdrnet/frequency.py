@@ -20,7 +20,7 @@ lower them, rain adds oriented energy at mid frequencies.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -80,9 +80,10 @@ class GuidanceHead(nn.Module):
         self.film = nn.Sequential(nn.Linear(bands, width), nn.GELU(), nn.Linear(width, 2 * width))
         # Small last layer: the modulation starts close to the identity (gamma, beta ~ 0) while every
         # weight still receives a gradient (a zero init would cut the first layer off).
+        last = cast(nn.Linear, self.film[-1])  # Sequential indexing is typed as Module
         with torch.no_grad():
-            self.film[-1].weight.mul_(0.1)
-            self.film[-1].bias.zero_()
+            last.weight.mul_(0.1)
+            last.bias.zero_()
 
     def forward(self, spatial: torch.Tensor, bands: torch.Tensor) -> Guidance:
         gamma, beta = self.film(bands).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
@@ -111,6 +112,7 @@ class FrequencyAuxiliary(nn.Module):
         # The phase enters as its unit phasor (cos, sin): no wrap-around at +-pi and no NaN gradient where
         # |F| = 0, which an explicit angle() would have. Initialised to the identity rotation.
         self.phase = nn.Conv2d(2 * channels, 2 * channels, 1)
+        assert self.phase.bias is not None  # built with the default bias=True
         with torch.no_grad():
             self.phase.weight.copy_(torch.eye(2 * channels).view(2 * channels, 2 * channels, 1, 1))
             self.phase.bias.zero_()

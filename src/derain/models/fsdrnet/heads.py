@@ -19,6 +19,8 @@ The floors of ``t`` and ``L`` (0.05) bound the gain of the inversions to 20x.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,15 +34,24 @@ def predict(in_channels: int, out_channels: int, scale: int, kernel_size: int = 
     return nn.Sequential(conv, nn.PixelShuffle(scale)) if scale > 1 else nn.Sequential(conv)
 
 
+def _conv_bias(module: nn.Module) -> torch.Tensor:
+    """The bias of a conv built with the default ``bias=True`` (torch types it Optional), or of the conv
+    that starts a ``predict`` block."""
+    conv = cast(nn.Conv2d, module[0] if isinstance(module, nn.Sequential) else module)
+    assert conv.bias is not None
+    return conv.bias
+
+
 def _shrink_(conv: nn.Module, factor: float) -> None:
     """Scale a layer's initial weights and zero its bias: its output starts near 0 but still learns (a zero
     weight would also zero the gradients of the layers before it)."""
     if isinstance(conv, nn.Sequential):  # a ``predict`` block: its conv
         conv = conv[0]
+    layer = cast(nn.Conv2d | nn.Linear, conv)  # Module attributes are typed Tensor | Module
     with torch.no_grad():
-        conv.weight.mul_(factor)
-        if conv.bias is not None:
-            conv.bias.zero_()
+        layer.weight.mul_(factor)
+        if layer.bias is not None:
+            layer.bias.zero_()
 
 
 class RainHead(nn.Module):
@@ -83,7 +94,7 @@ class HazeHead(nn.Module):
         self.airlight = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, 3))
         _shrink_(self.transmission, 0.1)
         with torch.no_grad():
-            self.transmission[0].bias.fill_(4.0)  # t ~ 0.98 at the start: almost no dehazing
+            _conv_bias(self.transmission).fill_(4.0)  # t ~ 0.98 at the start: almost no dehazing
         _shrink_(self.airlight[-1], 0.1)
 
     def forward(self, image: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
@@ -107,7 +118,7 @@ class NoiseKernelHead(nn.Module):
         with torch.no_grad():  # a peaked centre tap: the kernels start close to the identity
             # Output channel c * scale^2 + s of the conv is kernel tap c at sub-pixel s.
             centre = kernel_size ** 2 // 2
-            self.kernels[0].bias[centre * scale ** 2:(centre + 1) * scale ** 2] = 6.0
+            _conv_bias(self.kernels)[centre * scale ** 2:(centre + 1) * scale ** 2] = 6.0
 
     def forward(self, image: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size
@@ -147,11 +158,11 @@ class LowLightHead(nn.Module):
         self.illumination = predict(channels, 1, scale, 3)
         _shrink_(self.illumination, 0.1)
         with torch.no_grad():
-            self.illumination[0].bias.fill_(4.0)  # L ~ 0.98 at the start: almost no brightening
+            _conv_bias(self.illumination).fill_(4.0)  # L ~ 0.98 at the start: almost no brightening
         self.colour = nn.Conv2d(3, 3, 1)
         with torch.no_grad():
             self.colour.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
-            self.colour.bias.zero_()
+            _conv_bias(self.colour).zero_()
 
     def forward(self, image: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         light = 0.05 + 0.95 * torch.sigmoid(self.illumination(feat).float())
