@@ -56,6 +56,7 @@ class R2AUNet(nn.Module):
         self.dec_2 = ConvBlock(c2 + c1, c1, 3, 1, bn=True, activation="leaky")
         self.dec_1 = ConvBlock(c1 + in_channels, in_channels, 3, 1, bn=False, activation=None, bias=True)
         if residual:
+            assert self.dec_1.conv.bias is not None  # built with bias=True
             nn.init.zeros_(self.dec_1.conv.weight)
             nn.init.zeros_(self.dec_1.conv.bias)
 

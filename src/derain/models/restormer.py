@@ -88,6 +88,7 @@ def fold_norm_into_conv(norm: ChannelLayerNorm, conv: nn.Conv2d) -> tuple[Normal
     body = norm.body
     weight = conv.weight * body.weight[None, :, None, None]
     folded = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=True).to(conv.weight.device, conv.weight.dtype)
+    assert folded.bias is not None  # built with bias=True
     bias = conv.bias.clone() if conv.bias is not None else torch.zeros_like(folded.bias)
     if isinstance(body, _WithBiasNorm):
         bias = bias + conv.weight[:, :, 0, 0] @ body.bias
@@ -140,9 +141,10 @@ class TransformerBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
                  LayerNorm_type: str) -> None:  # official keyword name
         super().__init__()
-        self.norm1 = ChannelLayerNorm(dim, LayerNorm_type)
+        # NormalizeChannels once fold() has moved the affine part into the convs after it
+        self.norm1: ChannelLayerNorm | NormalizeChannels = ChannelLayerNorm(dim, LayerNorm_type)
         self.attn = MDTA(dim, num_heads, bias)
-        self.norm2 = ChannelLayerNorm(dim, LayerNorm_type)
+        self.norm2: ChannelLayerNorm | NormalizeChannels = ChannelLayerNorm(dim, LayerNorm_type)
         self.ffn = GDFN(dim, ffn_expansion_factor, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +154,8 @@ class TransformerBlock(nn.Module):
     @torch.no_grad()
     def fold(self) -> None:
         """Move both norms' affine parameters into the 1x1 convs after them (inference only)."""
-        if isinstance(self.norm1, ChannelLayerNorm):
+        # both norms are folded together, so both are ChannelLayerNorm or neither is
+        if isinstance(self.norm1, ChannelLayerNorm) and isinstance(self.norm2, ChannelLayerNorm):
             self.norm1, self.attn.qkv = fold_norm_into_conv(self.norm1, self.attn.qkv)
             self.norm2, self.ffn.project_in = fold_norm_into_conv(self.norm2, self.ffn.project_in)
 
