@@ -120,7 +120,8 @@ def test_config_offers_the_bundled_model_and_the_limits(server):
     status, config = server.json("GET", "/api/config")
     assert status == 200
     assert config["default_model"] == "fastderain"
-    assert [m["name"] for m in config["models"]] == ["fastderain", "fastderain-rain100l"]  # default first
+    # The default first, then the other bundled models (the specialist, the CPU student).
+    assert [m["name"] for m in config["models"]] == ["fastderain", "fastderain-rain100l", "fastderain-student"]
     assert config["models"][0]["tasks"] == []  # not an all-in-one model: the page hides the task menu
     assert config["max_upload_bytes"] == MAX_UPLOAD and config["max_megapixels"] == MAX_PIXELS / 1e6
 
@@ -320,7 +321,8 @@ def test_derain_serve_command_serves_the_page_until_interrupted():
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         line = proc.stdout.readline()
-        match = re.search(r"serving on http://localhost:(\d+)/ \(models: fastderain, fastderain-rain100l; uploads up to 5 MB", line)
+        match = re.search(r"serving on http://localhost:(\d+)/ \(models: fastderain, fastderain-rain100l, fastderain-student; "
+                          r"uploads up to 5 MB", line)
         assert match, f"unexpected first line {line!r}"
         conn = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=30)
         conn.request("GET", "/api/config")
@@ -573,7 +575,8 @@ def test_synchronous_derain_returns_the_image(server):
 def test_health(server):
     status, health = server.json("GET", "/api/health")
     assert status == 200 and health["status"] == "ok"
-    assert health["models"] == ["fastderain", "fastderain-rain100l"] and health["device"] == "cpu"
+    assert health["models"] == ["fastderain", "fastderain-rain100l", "fastderain-student"]
+    assert health["device"] == "cpu"
     assert set(health["jobs"]) == {"queued", "running", "done", "failed"}
 
 
@@ -630,3 +633,16 @@ def test_catalog_uses_the_size_multiple_the_network_declares():
     catalog = build_catalog([], torch.device("cpu"))
     for choice in catalog.values():
         assert choice.size_multiple == size_multiple_of(choice.model), choice.key
+
+
+def test_on_a_cpu_without_native_bf16_the_page_starts_on_the_cpu_student(monkeypatch):
+    # As `derain PHOTO` does (derain.inference.model_choice): the student first, the full default still offered.
+    from derain.inference import model_choice
+    from derain.inference.hardware import CpuKind
+
+    monkeypatch.setattr(model_choice, "cpu_kind", lambda: CpuKind.AVX2)
+    monkeypatch.setattr(model_choice, "_said", set())
+    catalog = build_catalog([], torch.device("cpu"))
+    assert list(catalog)[0] == "fastderain-student" and "fastderain" in catalog
+    monkeypatch.setattr(model_choice, "cpu_kind", lambda: CpuKind.BF16)
+    assert list(build_catalog([], torch.device("cpu")))[0] == "fastderain"

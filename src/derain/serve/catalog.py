@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from derain.errors import DerainError
+from derain.inference.model_choice import default_model_for
 from derain.inference.restore import size_multiple_of
 from derain.models import get_spec, list_specs
 from derain.weights import BUNDLED, bundled_checkpoint, default_checkpoint, default_model_name
@@ -81,4 +82,8 @@ def build_catalog(weights_args: list[str], device: torch.device) -> dict[str, Mo
         catalog[choice.key] = choice  # an explicit NAME=... replaces the bundled model of that name
     if not catalog:
         raise DerainError("no model with weights to serve; pass --weights NAME=CHECKPOINT")
+    # On a CPU without native bf16 the page starts on the default model's CPU student, as `derain PHOTO` does.
+    first = default_model_for(None, None, device)
+    if first is not None and first in catalog:
+        catalog = {first: catalog[first], **{k: v for k, v in catalog.items() if k != first}}
     return catalog
