@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -97,11 +98,11 @@ def prepare_model(model: nn.Module, path: FastPath, device: torch.device | None 
     for p in net.parameters():
         p.requires_grad_(False)
     if path.fold:
-        net.fold()
+        cast(Any, net).fold()  # a method of the foldable models only (capabilities_of(...).foldable)
     if path.weights_dtype is not None:
         net = net.to(path.weights_dtype)
     if path.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs lack it
     if path.compile:
         net = _compiled(net, device)
     return PreparedModel(net, path, device)
@@ -113,4 +114,5 @@ def _compiled(net: nn.Module, device: torch.device) -> nn.Module:
     Compiling happens at the first call of each new input size, so it pays for tiles and folders, not for
     one photo."""
     mode = "reduce-overhead" if device.type == "cuda" else None
-    return torch.compile(net, mode=mode, options=None if mode else {"freezing": True})
+    # compile() of a Module returns an OptimizedModule, a Module; its stub only promises a callable
+    return cast(nn.Module, torch.compile(net, mode=mode, options=None if mode else {"freezing": True}))

@@ -18,6 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -101,7 +102,7 @@ def export_onnx(model: nn.Module, name: str, path: str | Path, size_multiple: in
     start = time.perf_counter()
     model = model.cpu().float().eval()
     if capabilities_of(model).foldable:  # FastDerain's re-parameterised convs: export the single-conv form
-        model.fold()
+        cast(Any, model).fold()  # a method of the foldable models only
     wrapped = _FirstOutput(model).eval()
     m = max(size_multiple, 1)
     trace = torch.rand(1, 3, 4 * max(m, 16), 6 * max(m, 16))
