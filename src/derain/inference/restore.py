@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -132,7 +132,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 def primary_output(y: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     """The restored image of a network's output: multi-output networks (DMSR: full, 1/2 and 1/4 resolution)
     return a list whose first element is the full-resolution result."""
-    return y[0] if isinstance(y, (list, tuple)) else y
+    return y[0] if isinstance(y, (list, tuple)) else cast(torch.Tensor, y)  # a Tensor is a Sequence too
 
 
 def padded_forward(model: nn.Module, multiple: int, device: torch.device,
@@ -156,6 +156,7 @@ def count_tiles(h: int, w: int, options: InferenceOptions, size_multiple: int = 
     if not needs_tiling(h, w, options):
         return 1
     h, w = h + (-h) % size_multiple, w + (-w) % size_multiple
+    assert options.tile is not None  # needs_tiling raised otherwise
     return (len(tile_starts(h, options.tile, options.tile_overlap, size_multiple))
             * len(tile_starts(w, options.tile, options.tile_overlap, size_multiple)))
 
@@ -259,13 +260,15 @@ def set_task(model: nn.Module, name: str, task: str | None) -> nn.Module | None:
         if task is not None:
             raise DerainError(f"a task applies to all-in-one models (fsdrnet); {name} restores one degradation")
         return None
-    routed.task = None if task in (None, "auto") else task
+    # task, last_choice and last_weights are the all-in-one network's own attributes (untyped on nn.Module)
+    cast(Any, routed).task = None if task in (None, "auto") else task
     return routed
 
 
 def describe_choice(routed: nn.Module) -> str:
     """What the selector chose for the last image, e.g. ``haze (0.87)``."""
-    choice = routed.last_choice[0] if routed.last_choice else "?"
+    last_choice = cast(Any, routed).last_choice
+    choice = last_choice[0] if last_choice else "?"
     weights = getattr(routed, "last_weights", None)
     return f"{choice} ({float(weights[0].max()):.2f})" if weights is not None and len(weights) else choice
 
@@ -303,5 +306,6 @@ def restore(model: nn.Module, image: torch.Tensor, size_multiple: int, options: 
     # Pad the whole image once, so tiles at the border see the same reflected pixels as a whole-image pass.
     padded = pad_to_multiple(image, size_multiple)
     batch = options.tile_batch or (4 if device.type == "cuda" else 1)
+    assert options.tile is not None  # needs_tiling raised otherwise
     y = tiled_forward(forward, options.tile, options.tile_overlap, progress, size_multiple, batch)(padded)
     return y[..., :h, :w].clamp(0, 1)
