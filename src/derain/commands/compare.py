@@ -159,7 +159,9 @@ def gather_rows(job: CompareJob) -> list[Row]:
     rows = []
     for path in inputs:
         image = read_uint8_rgb(path)
-        gt = read_uint8_rgb(match_in(path, gts, job.gt, "ground truth")) if gts is not None else None
+        # gts and masks are set exactly when their folders are (the folder checks only narrow the types)
+        gt = (read_uint8_rgb(match_in(path, gts, job.gt, "ground truth"))
+              if gts is not None and job.gt is not None else None)
         row = Row(path.name, [Panel("input", image, _score(image, gt, job.protocol) if gt is not None else "")])
         for name, folder, files in results:
             pred = read_uint8_rgb(match_in(path, files, folder, f"result {name!r}"))
@@ -168,7 +170,7 @@ def gather_rows(job: CompareJob) -> list[Row]:
         if gt is not None:
             _check_same_size(gt, image, f"ground truth for {path.name}")
             row.panels.append(Panel("ground truth", gt))
-        if masks is not None:
+        if masks is not None and job.masks is not None:
             mask = read_uint8_rgb(match_in(path, masks, job.masks, "masks"))
             _check_same_size(mask, image, f"mask for {path.name}")
             row.panels.append(Panel("rain mask", mask, spectrum=False))
@@ -233,13 +235,13 @@ def _panel(crop: np.ndarray, box: tuple[int, int, int, int], panel_width: int) -
     """The crop scaled to ``panel_width``, with the inset region outlined and magnified in a far corner."""
     h, w = crop.shape[:2]
     scale = panel_width / w
-    panel = Image.fromarray(crop).resize((panel_width, max(1, round(h * scale))), Image.LANCZOS)
+    panel = Image.fromarray(crop).resize((panel_width, max(1, round(h * scale))), Image.Resampling.LANCZOS)
     draw = ImageDraw.Draw(panel)
     x0, y0, x1, y1 = box
     draw.rectangle([x0 * scale, y0 * scale, x1 * scale - 1, y1 * scale - 1], outline=INSET_COLOUR, width=2)
     side = max(16, min(round(panel_width * INSET_FRACTION), panel.height - 4))
     # Nearest-neighbour magnification keeps single-pixel streaks and artefacts visible as they are.
-    zoomed = Image.fromarray(crop[y0:y1, x0:x1]).resize((side, side), Image.NEAREST)
+    zoomed = Image.fromarray(crop[y0:y1, x0:x1]).resize((side, side), Image.Resampling.NEAREST)
     # The corner opposite the inset region, so the magnified view never hides the place it shows.
     right = (x0 + x1) / 2 < w / 2
     bottom = (y0 + y1) / 2 < h / 2
@@ -256,7 +258,7 @@ def _spectrum_panels(crops: list[np.ndarray], panel_width: int) -> list[Image.Im
     for grey, crop in zip(greys, crops):
         h, w = crop.shape[:2]
         out.append(Image.fromarray(grey).convert("RGB").resize((panel_width, max(1, round(h * panel_width / w))),
-                                                              Image.LANCZOS))
+                                                              Image.Resampling.LANCZOS))
     return out
 
 
