@@ -38,6 +38,7 @@ from derain.inference.restore import primary_output, resolve_device
 from derain.models import get_spec
 from derain.train.loop import Batch, Progress, TrainingLoop, validate
 from derain.train.rundir import BEST, LAST, Logger, claim_run_dir, weights_path_for
+from derain.train.schedules import PlateauSchedule
 
 Pairs = list[tuple[str, np.ndarray, np.ndarray]]
 
@@ -73,7 +74,7 @@ class ResizedPairs:
 
     def __init__(self, pairs: Pairs, size: int, seed: int = 0) -> None:
         def shrink(a: np.ndarray) -> np.ndarray:
-            return np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
+            return np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BILINEAR))
 
         self.inputs = np.stack([shrink(p[1]) for p in pairs])
         self.targets = np.stack([shrink(p[2]) for p in pairs])
@@ -214,7 +215,8 @@ class FineTuner(TrainingLoop):
         if cfg.unpaired:
             rainy = unpaired_training_images(cfg.data.train, cfg.data.train_max_images)
             self.n_train = len(rainy)
-            self.train = PairedPatches([(n, a, a) for n, a in rainy], seed=cfg.seed, label="rainy training image")
+            self.train: PairedPatches | ResizedPairs = PairedPatches([(n, a, a) for n, a in rainy], seed=cfg.seed,
+                                                                     label="rainy training image")
             if cfg.loss.contrastive > 0:
                 assert cfg.data.clean_pool is not None  # validate() guarantees it
                 pool = load_images(cfg.data.clean_pool, "clean image pool (data.clean_pool)")
@@ -235,13 +237,14 @@ class FineTuner(TrainingLoop):
             self.val_pairs = load_pairs(cfg.data.val, cfg.data.val_max_images)
         elif cfg.data.val_max_images is not None:
             self.val_pairs = self.val_pairs[:cfg.data.val_max_images]
-        if cfg.data.sampling == "crop":
+        if cfg.data.sampling == "crop" and isinstance(self.train, PairedPatches):  # ResizedPairs only for "resize"
             self.train.check_patch(cfg.data.patch)
         self.losses.to(self.device)
 
         params = list(self.model.parameters()) + list(self.losses.trainable_parameters())
         opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
-        optimizer = opt_cls(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+        betas = (cfg.optim.betas[0], cfg.optim.betas[1])  # the config checks there are two
+        optimizer = opt_cls(params, lr=cfg.optim.lr, betas=betas, weight_decay=cfg.optim.weight_decay)
         data = EpochBatches(self.train, self.n_train, cfg.data.batch, cfg.data.patch, cfg.unpaired, self.clean)
         self.steps_per_epoch = data.steps_per_epoch
         self.total_steps = cfg.epochs * self.steps_per_epoch
@@ -251,7 +254,7 @@ class FineTuner(TrainingLoop):
 
         schedule = make_schedule(cfg.schedule, cfg.optim.lr, self.total_steps)
         super().__init__(self.model, FinetuneObjective(self.losses, cfg.unpaired), data, optimizer, schedule,
-                         self.device, self.dtype, grad_clip=cfg.optim.grad_clip, started=self.started)
+                         self.device, self.dtype, grad_clip=cfg.optim.grad_clip or 0.0, started=self.started)
         self.best_psnr = -math.inf
 
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir()
@@ -282,7 +285,7 @@ class FineTuner(TrainingLoop):
                 note = f" (best so far, {BEST})"
             self.log(f"epoch {epoch} step {self.step} val {len(self.val_pairs)} pairs matlab-y PSNR {psnr:.3f} "
                      f"SSIM {ssim_value:.4f} [{time.monotonic() - t:.0f}s]{note}")
-            if hasattr(self.schedule, "observe") and self.schedule.observe(psnr):
+            if isinstance(self.schedule, PlateauSchedule) and self.schedule.observe(psnr):
                 self.log(f"epoch {epoch} validation PSNR below its best ({self.schedule.best:.3f}) for "
                          f"{self.config.schedule.patience + 1} epochs: lr lowered to {self.schedule(self.step):.3e}")
         self.save(LAST, epoch, "last")
