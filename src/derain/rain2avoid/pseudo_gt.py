@@ -17,6 +17,7 @@ Conventions: images are 3 x H x W uint8 tensors (RGB), masks H x W uint8 (LDGP o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -156,8 +157,9 @@ def _box_sum(x: torch.Tensor, s: int) -> torch.Tensor:
     the integer-valued inputs here: float32 holds their sums exactly while s <= 64, float64 beyond)."""
     x = x.double() if s > 64 else x
     h, w = x.shape[1] - s + 1, x.shape[2] - s + 1
-    rows = sum(x[:, i:i + h] for i in range(s))
-    return sum(rows[:, :, j:j + w] for j in range(s))
+    # sum() starts from the int 0, so its declared type is int | Tensor; with s >= 1 it is a Tensor
+    rows = cast(torch.Tensor, sum(x[:, i:i + h] for i in range(s)))
+    return cast(torch.Tensor, sum(rows[:, :, j:j + w] for j in range(s)))
 
 
 def nss_weights(rgb: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray, big: int = 7, small: int = 3,

@@ -73,8 +73,8 @@ def setup(device: str) -> tuple[DistInfo, torch.device, bool]:
     if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
         raise DerainError("WORLD_SIZE > 1 but MASTER_ADDR/MASTER_PORT are not set: launch with torchrun")
     backend = "nccl" if dev.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method="env://", rank=info.rank, world_size=info.world_size,
-                            **({"device_id": dev} if dev.type == "cuda" else {}))
+    extra: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
+    dist.init_process_group(backend, init_method="env://", rank=info.rank, world_size=info.world_size, **extra)
     return info, dev, True
 
 

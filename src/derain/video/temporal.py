@@ -62,7 +62,7 @@ class FlowCache:
     """DIS flows between frames by index, each pair computed once (a frame meets each neighbour twice)."""
 
     def __init__(self) -> None:
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]  # cv2 stubs lack it
         self._flows: dict[tuple[int, int], np.ndarray] = {}
 
     def flow(self, a: int, b: int, greys: dict[int, np.ndarray]) -> np.ndarray:
