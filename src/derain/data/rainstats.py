@@ -61,7 +61,7 @@ def to_analysis_scale(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an H x W x 3 image, got shape {image.shape}")
     if np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
         raise ValueError(f"expected uint8 or float pixels, got {image.dtype}")
-    x = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    x: np.ndarray = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
     h, w = x.shape[:2]
     scale = ANALYSIS_SIDE / min(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))

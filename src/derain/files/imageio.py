@@ -209,7 +209,8 @@ def _jpeg_settings(image: Image.Image) -> JpegSettings | None:
     from PIL import JpegImagePlugin
 
     sampling = JpegImagePlugin.get_sampling(image)
-    return JpegSettings(dict(image.quantization), sampling if sampling >= 0 else 0)
+    quantization = image.quantization  # type: ignore[attr-defined]  # a JpegImageFile attribute (checked above)
+    return JpegSettings(dict(quantization), sampling if sampling >= 0 else 0)
 
 
 def _decode(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> _Decoded:
@@ -284,6 +285,7 @@ def encode_image(pixels: np.ndarray, fmt: str, bit_depth: int = 8, exif: bytes |
     pixels = np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0)
     keep_alpha = alpha is not None and fmt in _ALPHA_SUFFIXES
     if keep_alpha:
+        assert alpha is not None  # keep_alpha says so
         pixels = np.concatenate([pixels, np.clip(alpha, 0.0, 1.0)[..., None].astype(np.float32)], axis=2)
     if bit_depth == 16 and fmt in _SIXTEEN_BIT_SUFFIXES:
         import cv2

@@ -216,7 +216,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise DerainError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a dataclass type (is_dataclass also takes instances)
         if not isinstance(value, dict):
             raise DerainError(f"config key {key!r}: expected a mapping, got {value!r}")
         return from_dict(tp, value, prefix=f"{key}.")
