@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from derain.data.dihedral import TRANSFORMS, dihedral
+from derain.data.tensors import image_to_tensor
 from derain.errors import DerainError
 
 
@@ -79,7 +80,7 @@ def transplant_rain(clean: np.ndarray, rain_input: np.ndarray, rain_target: np.n
 
 def to_tensor(batch: np.ndarray) -> torch.Tensor:
     """B x H x W x 3 uint8 -> B x 3 x H x W float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+    return image_to_tensor(batch)
 
 
 class PairedPatches:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from derain.data.synth import PRESETS, RainConfig, synthesize_pair
+from derain.data.tensors import image_to_tensor, tensor_to_uint8
 
 NAME = "heavy-val"
 SEED = 2026
@@ -62,10 +63,6 @@ def pair_seed(name: str, k: int, seed: int = SEED) -> int:
 
 def make_pair(clean: np.ndarray, name: str, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(rainy, clean) uint8 arrays of version ``k`` of background ``name`` (HxWx3 uint8 in)."""
-    x = torch.from_numpy(np.array(clean, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+    x = image_to_tensor(clean)
     rainy, target = synthesize_pair(x, HEAVY_VAL, torch.Generator().manual_seed(pair_seed(name, k)), wrap=False)
-
-    def to_uint8(t: torch.Tensor) -> np.ndarray:
-        return (t[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-
-    return to_uint8(rainy), to_uint8(target)
+    return tensor_to_uint8(rainy, "half_up"), tensor_to_uint8(target, "half_up")

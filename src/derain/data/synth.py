@@ -37,6 +37,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from derain.data.tensors import image_to_tensor, tensor_to_uint8
+
 Range = tuple[float, float]
 _AA_SIGMA = 0.4  # Gaussian for the 1-pixel box of anti-aliasing: wider than its std 0.29, so thin slanted
 # streaks stay continuous lines instead of aliasing into dotted ones
@@ -378,12 +380,11 @@ def _jpeg_round_trip(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     for i, q in enumerate(quality.tolist()):
         if q <= 0:
             continue
-        bgr = np.ascontiguousarray((x[i].permute(1, 2, 0).numpy()[..., ::-1] * 255.0 + 0.5).clip(0, 255)
-                                   .astype(np.uint8))
+        bgr = np.ascontiguousarray(tensor_to_uint8(x[i], "half_up")[..., ::-1])
         ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
         if ok:
             decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
-            out[i] = torch.from_numpy(decoded.copy()).permute(2, 0, 1)
+            out[i] = image_to_tensor(decoded)[0]
     return out
 
 

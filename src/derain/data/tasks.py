@@ -40,6 +40,7 @@ from derain.data.degrade import (
     add_motion_blur,
 )
 from derain.data.synth import add_rain
+from derain.data.tensors import tensor_to_uint8
 from derain.errors import DerainError
 
 NOISE_SIGMAS: tuple[float, ...] = (15.0, 25.0, 50.0)
@@ -278,7 +279,7 @@ def make_test_set(task: str, clean_images: Sequence[tuple[str, np.ndarray]], see
             y = add_gaussian_noise(x, float(sigma), generator, quantize=True)  # type: ignore[arg-type]
         else:
             y = degrade(task, x, generator, settings, wrap=False)
-        degraded = torch.round(y[0].permute(1, 2, 0) * 255.0).clamp_(0, 255).to(torch.uint8).numpy()
+        degraded = tensor_to_uint8(y)
         out.append((Path(name).stem, degraded, np.asarray(image, dtype=np.uint8)))
     return out
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from derain.data.tensors import tensor_to_image
 from derain.errors import DerainError
 from derain.files.imageio import expand_inputs, read_image, read_uint8_rgb, write_image
 from derain.files.outputs import output_paths, prepare_output_dir
@@ -281,13 +282,13 @@ def _save_extras(job: SelfSupJob, src: Path, item: Prepared) -> None:
     if job.save_pseudo:
         folder = job.output_dir / "pseudo" / src.stem
         for k in range(len(item.pseudo)):
-            save(folder / f"{k}.png", item.pseudo.image(k).permute(1, 2, 0).numpy() / 255.0)
-        save(folder / "fused.png", item.pseudo.fused().permute(1, 2, 0).numpy() / 255.0)
+            save(folder / f"{k}.png", tensor_to_image(item.pseudo.image(k)) / 255.0)
+        save(folder / "fused.png", tensor_to_image(item.pseudo.fused()) / 255.0)
 
 
 def _write_result(dst: Path, src: Path, restored: torch.Tensor) -> None:
     meta = read_image(src)  # keep EXIF and the ICC profile of the input, as `derain run` does
-    write_image(dst, restored.permute(1, 2, 0).numpy(), bit_depth=8, exif=meta.exif, icc_profile=meta.icc_profile)
+    write_image(dst, tensor_to_image(restored), bit_depth=8, exif=meta.exif, icc_profile=meta.icc_profile)
 
 
 def selfsup(job: SelfSupJob) -> SelfSupReport:

@@ -45,6 +45,7 @@ import yaml
 from tqdm import tqdm
 
 from derain.data.datasets import load_pairs
+from derain.data.tensors import image_to_tensor, tensor_to_uint8
 from derain.errors import DerainError
 from derain.inference.precision import autocast_context, compute_dtype
 from derain.inference.restore import InferenceOptions, restore
@@ -84,11 +85,6 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """1 x 3 x H x W float in [0, 1] -> H x W x 3 uint8 (rounded, as images are saved)."""
-    return (image[0].clamp(0, 1) * 255.0).round().byte().permute(1, 2, 0).numpy()
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -169,9 +165,9 @@ def validate(model: torch.nn.Module, pairs: list[tuple[str, np.ndarray, np.ndarr
     options = InferenceOptions(tile=0, precision="bf16" if dtype == torch.bfloat16 else "fp32", fast=False)
     scores = []
     for _, inp, tgt in pairs:
-        x = torch.from_numpy(np.array(inp)).permute(2, 0, 1)[None].float().div(255.0)
+        x = image_to_tensor(inp)
         y = restore(model, x, size_multiple, options, device=device)
-        scores.append(psnr_ssim(to_uint8(y.cpu()), tgt, protocol="matlab-y"))
+        scores.append(psnr_ssim(tensor_to_uint8(y), tgt, protocol="matlab-y"))
     model.train(was_training)
     return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
 

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from derain.data.tensors import image_to_tensor, tensor_to_image
 from derain.errors import DerainError
 
 Pair = tuple[str, np.ndarray, np.ndarray]
@@ -42,8 +43,8 @@ def teacher_outputs(weights: Path, inputs: Sequence[np.ndarray], ensemble: str,
     outputs = []
     with torch.no_grad():
         for image in inputs:
-            x = torch.tensor(image).permute(2, 0, 1)[None].float().div_(255.0)
-            outputs.append(restore(model, x, multiple, options, device)[0].permute(1, 2, 0).numpy())
+            x = image_to_tensor(np.asarray(image, dtype=np.uint8))
+            outputs.append(tensor_to_image(restore(model, x, multiple, options, device)))
     return outputs
 
 
