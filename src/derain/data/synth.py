@@ -383,7 +383,9 @@ def _jpeg_round_trip(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
         bgr = np.ascontiguousarray(tensor_to_uint8(x[i], "half_up")[..., ::-1])
         ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
         if ok:
-            decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+            back = cv2.imdecode(data, cv2.IMREAD_COLOR)
+            assert back is not None  # the bytes imencode just wrote
+            decoded = back[..., ::-1].astype(np.float32) / 255.0
             out[i] = image_to_tensor(decoded)[0]
     return out
 

@@ -242,7 +242,7 @@ def pseudo_target_mse(forward: Callable[..., torch.Tensor],
 
 
 def train_network(items: list[Prepared], recipe: Recipe, device: torch.device,
-                  progress: Callable[[int, float], None] | None = None,
+                  progress: Callable[[int, float], object] | None = None,  # its result is ignored
                   generator: torch.Generator | None = None) -> R2AUNet:
     """A fresh UNet trained on ``items`` (one image in per-image mode, all of them in multiple mode)."""
     model = R2AUNet(width=recipe.width, residual=recipe.residual).to(device).train()

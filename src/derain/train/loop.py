@@ -37,7 +37,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol, cast
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ from derain.train.batches import make_batches
 from derain.train.config import Stage, TrainConfig, load_config
 from derain.train.ema import EMA
 from derain.train.rundir import BEST, LAST, STATE_SUFFIX, Logger, claim_run_dir, state_path_for, weights_path_for
-from derain.train.schedules import make_schedule
+from derain.train.schedules import PlateauSchedule, make_schedule
 
 # The running loss averages about 50 steps: before that a few batches weigh too much to judge by (one easy
 # batch under a squared error can sit 20x below the typical loss).
@@ -230,12 +230,14 @@ class TrainingLoop:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        total, parts = 0.0, {}
+        total = 0.0
+        parts: dict[str, Any] = {}
         for i in range(self.accumulate):
             batch = self._to_device(self.data.sample(self.step))
             # Under DDP, gradients are all-reduced only on the last micro-batch (no_sync skips the others).
             last_micro = i == self.accumulate - 1
-            sync = self.net.no_sync() if self.dist.enabled and not last_micro else contextlib.nullcontext()
+            ddp = cast(torch.nn.parallel.DistributedDataParallel, self.net)  # the wrapper when distributed
+            sync = ddp.no_sync() if self.dist.enabled and not last_micro else contextlib.nullcontext()
             with sync:
                 loss, parts = self.objective(self.forward, batch)
                 (loss / self.accumulate).backward()
@@ -283,6 +285,9 @@ class TrainingLoop:
 class Trainer(TrainingLoop):
     """``derain train``: builds everything a config describes and runs the loop (see the module docstring)."""
 
+    _logged: tuple[float, int]  # (time, step) of the last log line; set when the loop starts
+    _lowest: float  # the lowest settled running loss
+
     def __init__(self, config: TrainConfig, resume: str | None = None) -> None:
         self.config = config
         self.started = time.monotonic()
@@ -298,7 +303,7 @@ class Trainer(TrainingLoop):
         self.model = build(config.model.name, **config.model.options).to(self.device)
         self.memory_format = (torch.channels_last if uses_channels_last(config.memory_format, self.model)
                               else torch.contiguous_format)
-        self.model = self.model.to(memory_format=self.memory_format)
+        self.model = self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # torch stubs lack it
 
         self.run_dir = config.run_dir()
         self.log = Logger(self.run_dir / "train.log", enabled=self.is_main)
@@ -314,10 +319,11 @@ class Trainer(TrainingLoop):
         # Only rank 0 validates, so only it holds the validation images.
         self.has_val = bool(config.data.val)
         self.val_pairs = (load_pairs(config.data.val, config.data.val_max_images)
-                          if self.has_val and self.is_main else [])
+                          if config.data.val and self.is_main else [])
 
         opt_cls = torch.optim.AdamW if config.optim.name == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(self.model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
+        betas = (config.optim.betas[0], config.optim.betas[1])  # the config checks there are two
+        self.optimizer = opt_cls(self.model.parameters(), lr=config.optim.lr, betas=betas,
                                  weight_decay=config.optim.weight_decay, fused=config.optim.fused or None)
         self.schedule = make_schedule(config.schedule, config.optim.lr, config.total_steps)
         self.loss = build_loss(config.loss).to(self.device)
@@ -327,8 +333,8 @@ class Trainer(TrainingLoop):
         ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         super().__init__(self.model, SupervisedObjective(self.loss), StagedBatches(self.batches, self._stages()),
                          self.optimizer, self.schedule, self.device, self.dtype, memory_format=self.memory_format,
-                         accumulate=config.optim.accumulate, grad_clip=config.optim.grad_clip, ema=ema, dist=self.dist,
-                         started=self.started)
+                         accumulate=config.optim.accumulate, grad_clip=config.optim.grad_clip or 0.0, ema=ema,
+                         dist=self.dist, started=self.started)
         self.saved_step = -1
         self.best_psnr = -math.inf
 
@@ -383,7 +389,7 @@ class Trainer(TrainingLoop):
             raise DerainError(f"warm_start {path} holds model {name!r}, the config trains {self.config.model.name!r}")
         state = source.state_dict()
         if hasattr(self.model, "grown_state_dict"):  # e.g. FastDerain grown by a full-resolution level
-            state, added = self.model.grown_state_dict(state)
+            state, added = cast(Any, self.model).grown_state_dict(state)
             if added:
                 self.log(f"warm start adds new modules (starting at their initial values): {', '.join(added)}")
         load_weights(self.model, state, what=f"warm_start {path}")
@@ -504,7 +510,7 @@ class Trainer(TrainingLoop):
                 self.tb.add_scalar("val/psnr", psnr, self.step)
                 self.tb.add_scalar("val/ssim", ssim, self.step)
         psnr = distributed.broadcast_object(psnr)
-        if hasattr(self.schedule, "observe") and self.schedule.observe(psnr):
+        if isinstance(self.schedule, PlateauSchedule) and self.schedule.observe(psnr):
             self.log(f"step {self.step} PSNR below its best ({self.schedule.best:.3f}) for "
                      f"{self.config.schedule.patience + 1} validation(s) in a row: lr lowered to "
                      f"{self.schedule(self.step):.3e}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -84,8 +84,9 @@ def distilled_pairs(pairs: Sequence[Pair], weights: str | Path, ensemble: str, m
     outputs = teacher_outputs(path, [inp for _, inp, _ in pairs], ensemble, device)
     targets = [mixed_target(out, tgt, mix) for out, (_, _, tgt) in zip(outputs, pairs)]
     if cache is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)  # cache_dir
         partial = cache.with_name(cache.name + ".partial.npz")
-        np.savez(partial, key=np.array(key), **{f"t{i}": t for i, t in enumerate(targets)})
+        arrays: dict[str, Any] = {f"t{i}": t for i, t in enumerate(targets)}
+        np.savez(partial, key=np.array(key), **arrays)
         partial.replace(cache)
     return [(name, inp, target) for (name, inp, _), target in zip(pairs, targets)]
