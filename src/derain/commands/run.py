@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 from tqdm import tqdm
@@ -57,6 +57,9 @@ from derain.inference.restore import (
 from derain.models import get_spec
 from derain.weights.load import load_model
 from derain.weights.resolve import resolve_weights
+
+if TYPE_CHECKING:  # imported where used: onnxruntime is optional
+    from derain.inference.onnx import OnnxModel
 
 
 @dataclass
@@ -138,7 +141,7 @@ def load_for_backend(job: RunJob, device: torch.device) -> tuple[torch.nn.Module
     return model, model.name, model.size_multiple
 
 
-def _int8_model(job: RunJob, device: torch.device) -> torch.nn.Module | None:
+def _int8_model(job: RunJob, device: torch.device) -> OnnxModel | None:
     """The int8 onnxruntime model where ``--precision int8`` asks for it or the CPU rule picks it
     (:func:`derain.inference.quantize.int8_model_for_run`), said once on stderr; else None."""
     if job.options.precision == "int8" and device.type != "cpu":
@@ -198,8 +201,8 @@ def restore_file(src: Path | bytes, dst: Path, model: torch.nn.Module, multiple:
     if image.alpha is not None and out_format not in (".png", ".webp", ".tif", ".tiff"):
         notes.append(f"transparency dropped: {out_format.lstrip('.').upper()} has no alpha channel "
                      "(use --format png to keep it)")
-    meta = dict(bit_depth=image.bit_depth, exif=image.exif, icc_profile=image.icc_profile, alpha=image.alpha,
-                encoding=encoding, jpeg=image.jpeg)
+    meta: dict[str, Any] = dict(bit_depth=image.bit_depth, exif=image.exif, icc_profile=image.icc_profile,
+                                alpha=image.alpha, encoding=encoding, jpeg=image.jpeg)
     if dst == STDIO:
         sys.stdout.buffer.write(encode_image(pixels, out_format, **meta))
         sys.stdout.buffer.flush()
@@ -270,6 +273,7 @@ def run(job: RunJob) -> RunReport:
     model, name, multiple = load_for_backend(job, device)
     weights = getattr(model, "path", None) or (job.weights if job.backend == "onnxruntime"
                                                else resolve_weights(job.model, job.weights))
+    assert weights is not None  # load_for_backend refused onnxruntime without --weights
     provenance = f"model={name} weights={file_fingerprint(weights)}"
     encoding = Encoding(job.encoding.quality, job.encoding.subsampling, provenance)
 
@@ -294,6 +298,7 @@ def run(job: RunJob) -> RunReport:
         start = time.perf_counter()
         try:
             source = stdin_data if src == STDIO else src
+            assert source is not None  # _inputs read stdin when an input is STDIO
             fmt = _stdout_suffix(src, stdin_data, job.suffix) if dst == STDIO else None
             notes = restore_file(source, dst, model, multiple, options, device, quiet=quiet, encoding=encoding,
                                  max_pixels=job.max_pixels, fmt=fmt)

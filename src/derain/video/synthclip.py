@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -37,7 +38,7 @@ class ClipSpec:
 
 def clip_rain_config(config: RainConfig, generator: torch.Generator) -> RainConfig:
     """``config`` with every range collapsed to one value drawn from it: the same shower in every frame."""
-    changes = {}
+    changes: dict[str, Any] = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if isinstance(value, tuple) and len(value) == 2:
@@ -124,7 +125,7 @@ def add_rain(frames: list[np.ndarray], spec: ClipSpec, chunk: int = 8) -> list[n
     """``frames`` with the clip's rain, new streaks in every frame (same seed, same clip)."""
     generator = torch.Generator().manual_seed(spec.seed)
     config = clip_rain_config(preset(spec.preset), generator)
-    rainy = []
+    rainy: list[np.ndarray] = []
     for i in range(0, len(frames), chunk):  # a few frames at a time: the FFT buffers grow with the batch
         batch = torch.from_numpy(np.stack(frames[i:i + chunk])).permute(0, 3, 1, 2).float() / 255.0
         out = synthesize(batch, config, generator, wrap=False)
