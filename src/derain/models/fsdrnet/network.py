@@ -1,7 +1,7 @@
 """FSDRNet, all-in-one restoration with frequency guidance and degradation routing: our reconstruction.
 
 The authors published an abstract, a figure and a results table, no code; this network follows
-../shared/spec/METHODS.md section 5.2, our design faithful to them. Two stages, feature enhancement then
+docs/METHODS.md section 5.2, our design faithful to them. Two stages, feature enhancement then
 dynamic processing:
 
     embed:     I --3x3 conv--> x1
