@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from derain.api_inputs import restore_any
+from derain.data.tensors import image_to_tensor, tensor_to_image
 from derain.errors import DerainError
 from derain.inference.restore import (
     DEFAULT_WORKING_SIDE,
@@ -105,8 +106,8 @@ class Session:
         prepared = self._prepare(chosen)
 
         def run(pixels: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)[None]
-            return restore(prepared, x, self.size_multiple, chosen, self.device)[0].permute(1, 2, 0).numpy()
+            x = image_to_tensor(np.asarray(pixels, dtype=np.float32))
+            return tensor_to_image(restore(prepared, x, self.size_multiple, chosen, self.device))
 
         with torch_threads(check_threads(threads) or self.threads):
             if isinstance(image, (list, tuple)):

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from derain.commands import inference_options
 from derain.commands.evaluate import ImageScore, SetScore, format_table
 from derain.data import find_datasets
+from derain.data.tensors import image_to_tensor, tensor_to_image
 from derain.errors import DerainError
 from derain.files.imageio import read_image, read_uint8_rgb, write_image
 from derain.files.outputs import refuse_existing
@@ -80,14 +81,14 @@ def run_bench(job: BenchJob) -> BenchResult:
         set_score = SetScore(set_name)
         for pair in tqdm(pairs, desc=set_name, unit="img", disable=job.quiet):
             image = read_image(pair.input)
-            x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
+            x = image_to_tensor(image.pixels)
             start = time.perf_counter()
             y = restore(model, x, multiple, job.options, device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds += time.perf_counter() - start
             count += 1
-            restored = y[0].permute(1, 2, 0).numpy()
+            restored = tensor_to_image(y)
             if job.save_dir is not None:
                 write_image(job.save_dir / set_name / pair.input.name, restored)
             pred = np.clip(np.rint(restored * 255.0), 0, 255).astype(np.uint8)

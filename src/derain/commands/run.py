@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from derain.commands import BACKENDS, inference_options
+from derain.data.tensors import image_to_tensor, tensor_to_image
 from derain.errors import DerainError
 from derain.files.checkpoints import file_fingerprint
 from derain.files.imageio import (
@@ -188,14 +189,14 @@ def restore_file(src: Path | bytes, dst: Path, model: torch.nn.Module, multiple:
     the input's bit depth, alpha, EXIF, colour profile and JPEG encoding; a progress bar over the tiles of
     large photos unless ``quiet``. Returns notes for the user (e.g. transparency the output format drops)."""
     image = read_image(src, max_pixels)
-    x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
+    x = image_to_tensor(image.pixels)
     h, w = x.shape[-2:]
     tiles = count_tiles(h, w, options, multiple)
     tile_bar = tqdm(total=tiles, unit="tile", leave=False, disable=quiet or tiles == 1,
                     desc=getattr(src, "name", "stdin"))
     y = restore(model, x, multiple, options, device, progress=tile_bar.update)
     tile_bar.close()
-    pixels = y[0].permute(1, 2, 0).numpy()
+    pixels = tensor_to_image(y)
     out_format = fmt or dst.suffix.lower()
     notes = []
     if image.alpha is not None and out_format not in (".png", ".webp", ".tif", ".tiff"):

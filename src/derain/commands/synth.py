@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from derain.data.synth import preset, synthesize_pair
+from derain.data.tensors import image_to_tensor, tensor_to_image
 from derain.errors import DerainError
 from derain.files.imageio import expand_inputs, read_image, write_image
 
@@ -77,17 +78,17 @@ def synth(job: SynthJob) -> SynthReport:
         if not todo:
             continue
         image = read_image(src)
-        clean = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
+        clean = image_to_tensor(image.pixels)
         for k, dst in todo:
             generator = torch.Generator().manual_seed(image_seed(job.seed, src.name, k))
             rainy, target = synthesize_pair(clean, config, generator, wrap=False)  # whole photo: no wrap round
-            write_image(dst, rainy[0].permute(1, 2, 0).numpy(), bit_depth=image.bit_depth, exif=image.exif,
+            write_image(dst, tensor_to_image(rainy), bit_depth=image.bit_depth, exif=image.exif,
                         icc_profile=image.icc_profile)
             report.written.append(dst)
             if not torch.equal(target, clean):  # a night scene: its target is the darkened photo, not the input
                 scene_path = job.output_dir / "targets" / dst.name
                 scene_path.parent.mkdir(exist_ok=True)
-                write_image(scene_path, target[0].permute(1, 2, 0).numpy(), bit_depth=image.bit_depth,
+                write_image(scene_path, tensor_to_image(target), bit_depth=image.bit_depth,
                             exif=image.exif, icc_profile=image.icc_profile)
                 report.written.append(scene_path)
     return report

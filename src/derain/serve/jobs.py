@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from derain.data.tensors import image_to_tensor, tensor_to_image
 from derain.errors import DerainError
 from derain.files.imageio import JpegSettings
 from derain.inference.restore import (
@@ -197,7 +198,7 @@ class JobQueue:
             choice = self.catalog[job.model]
             self._update(job, state="running", stage="decoding")
             image = decode_upload(job.upload or b"", job.info)
-            x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None]
+            x = image_to_tensor(image.pixels)
             h, w = x.shape[-2:]
             self._update(job, upload=None, preview=encode_preview(image.pixels), stage="removing rain",
                          tiles_total=count_tiles(h, w, self._options[job.model], choice.size_multiple),
@@ -208,7 +209,7 @@ class JobQueue:
                         progress=lambda n: self._advance(job, n))
             self._check_cancelled(job)
             self._update(job, stage="encoding")
-            png = encode_png(y[0].permute(1, 2, 0).numpy(), image.bit_depth, image.exif, image.icc_profile,
+            png = encode_png(tensor_to_image(y), image.bit_depth, image.exif, image.icc_profile,
                              image.alpha)
             self._update(job, result=png, state="done", stage="done", seconds=time.monotonic() - start)
             self._log(f"derain: {job.filename}: done in {time.monotonic() - start:.1f} s")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from derain.data.tensors import image_to_tensor, quantize, tensor_to_images
 from derain.errors import DerainError
 from derain.files.outputs import refuse_existing, torchrun_shard
 from derain.inference.model_choice import default_model_for
@@ -89,9 +90,9 @@ def frame_derainer(model: torch.nn.Module, name: str, options: InferenceOptions,
     options = resolve_tile(options, model, multiple, device)
 
     def run(frames: list[np.ndarray]) -> list[np.ndarray]:
-        x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-        y = restore(model, x, multiple, options, device).permute(0, 2, 3, 1).numpy()
-        return list(np.rint(y * 255.0).astype(np.uint8))
+        x = image_to_tensor(np.stack(frames))
+        # restore's output is already in [0, 1], so quantize's clamp changes nothing: rint as before
+        return list(tensor_to_images(quantize(restore(model, x, multiple, options, device))))
 
     return run
 

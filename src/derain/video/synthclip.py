@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from derain.data.synth import RainConfig, preset, synthesize
+from derain.data.tensors import image_to_tensor, quantize, tensor_to_images
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,9 @@ def add_rain(frames: list[np.ndarray], spec: ClipSpec, chunk: int = 8) -> list[n
     config = clip_rain_config(preset(spec.preset), generator)
     rainy: list[np.ndarray] = []
     for i in range(0, len(frames), chunk):  # a few frames at a time: the FFT buffers grow with the batch
-        batch = torch.from_numpy(np.stack(frames[i:i + chunk])).permute(0, 3, 1, 2).float() / 255.0
-        out = synthesize(batch, config, generator, wrap=False)
-        rainy.extend(np.rint(out.permute(0, 2, 3, 1).numpy() * 255.0).astype(np.uint8))
+        batch = image_to_tensor(np.stack(frames[i:i + chunk]))
+        out = synthesize(batch, config, generator, wrap=False)  # already in [0, 1]: quantize's clamp is a no-op
+        rainy.extend(tensor_to_images(quantize(out)))
     return rainy
 
 
