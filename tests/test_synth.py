@@ -183,3 +183,18 @@ def test_cli_errors_are_one_line(args, message, clean_dir, tmp_path, capsys):
     code, _, err = run_cli("synth", *args, "-o", tmp_path / "out", capsys=capsys)
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and lines[0].startswith("derain: error:") and message in lines[0], err
+
+
+def test_the_command_line_offers_every_rain_preset(tmp_path):
+    # The torch-free names the CLI offers are the ones the code defines (derain synth --preset dense was
+    # refused while the command line kept its own list).
+    from derain.cli import main
+    from derain.data.degradations import RAIN_PRESETS
+    from derain.data.synth import PRESETS
+    from derain.files.imageio import write_image
+
+    assert RAIN_PRESETS == tuple(PRESETS)
+    clean = tmp_path / "clean.png"
+    write_image(clean, np.full((48, 64, 3), 0.5, dtype=np.float32))
+    assert main(["synth", str(clean), "-o", str(tmp_path / "out"), "--preset", "dense"]) == 0
+    assert (tmp_path / "out" / "clean.png").is_file()

@@ -10,10 +10,12 @@ import importlib
 import sys
 
 from derain.commands import BACKENDS
-from derain.data.degradations import TASK_CHOICES
+from derain.data.degradations import RAIN_PRESETS, TASK_CHOICES
 from derain.errors import DerainError
 from derain.files.imageio import OUTPUT_FORMATS, SUBSAMPLINGS
 from derain.inference import ENSEMBLE_NAMES, PRECISIONS, TRAINING_PRECISIONS
+from derain.rain2avoid import MODES as SELFSUP_MODES
+from derain.rain2avoid import VARIANTS as SELFSUP_VARIANTS
 
 # The module of derain.commands whose main(args) runs each command (imported only when it runs).
 COMMANDS = {"run": "run", "eval": "evaluate", "bench": "bench", "models": "models", "train": "train",
@@ -234,10 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     syn = sub.add_parser("synth", help="add synthetic rain to clean images (training pairs, previews)")
     syn.add_argument("inputs", nargs="+", metavar="CLEAN", help="clean image files, folders or glob patterns")
     syn.add_argument("-o", "--output", required=True, help="output folder for the rainy images")
-    syn.add_argument("--preset", default="light", choices=["light", "heavy", "real"],
+    syn.add_argument("--preset", default="light", choices=RAIN_PRESETS,
                      help="light: Rain100L-like (default); heavy: Rain100H-like, dense, with haze; real: fitted "
                           "to real rainy photos (depth layers, near drops, veil, night scenes whose darkened "
-                          "targets go to OUT/targets/, noise, JPEG)")
+                          "targets go to OUT/targets/, noise, JPEG); dense: the dense tail of real rain (many "
+                          "short drops in three layers, near out-of-focus drops)")
     syn.add_argument("--seed", type=int, default=0, help="random seed; same seed, same rain (default 0)")
     syn.add_argument("--count", type=int, default=1,
                      help="rainy versions per image, named NAME_1 .. NAME_K when K > 1 (default 1)")
@@ -314,10 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     ss = sub.add_parser("selfsup", help="Rain2Avoid: self-supervised deraining, trained on the rainy images alone")
     ss.add_argument("inputs", nargs="+", metavar="IMAGE", help="rainy image files, folders or glob patterns")
     ss.add_argument("-o", "--output", default="selfsup", help="output folder (default ./selfsup)")
-    ss.add_argument("--variant", default="icassp", choices=["icassp", "nlss"],
+    ss.add_argument("--variant", default="icassp", choices=SELFSUP_VARIANTS,
                     help="icassp: ICASSP 2023 random sampling, lr 1e-2 (default); nlss: the later non-local "
                          "stochastic sampling, lr 1e-3")
-    ss.add_argument("--mode", default="per-image", choices=["per-image", "multiple"],
+    ss.add_argument("--mode", default="per-image", choices=SELFSUP_MODES,
                     help="per-image: a fresh network per image (default); multiple: one network for all inputs")
     ss.add_argument("--fast", action="store_true",
                     help="CPU recipe: random-crop batches, short warmup+cosine schedule, half-width residual UNet, "

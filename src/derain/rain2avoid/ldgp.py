@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from derain.errors import DerainError
+from derain.rain2avoid import VARIANTS
 
-VARIANTS = ("icassp", "nlss")
 NBINS = 36
 CELL = 8
 BLOCK_CELLS = 4

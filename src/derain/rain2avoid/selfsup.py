@@ -40,12 +40,12 @@ from derain.files.outputs import output_paths, prepare_output_dir
 from derain.inference.precision import compute_dtype
 from derain.inference.restore import pad_to_multiple, padded_forward, resolve_device
 from derain.models.rain2avoid_unet import R2AUNet
-from derain.rain2avoid.ldgp import VARIANTS, ldgp
+from derain.rain2avoid import MODES, VARIANTS
+from derain.rain2avoid.ldgp import ldgp
 from derain.rain2avoid.pseudo_gt import PseudoGT, pseudo_gt
 from derain.train.loop import TrainingLoop
 from derain.train.schedules import warmup_cosine
 
-MODES = ("per-image", "multiple")
 SIZE_MULTIPLE = 16
 FAITHFUL_STEPS = 5000
 FAST_STEPS = 300
