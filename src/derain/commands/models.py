@@ -88,10 +88,11 @@ def models_table() -> str:
 def _this_cpu(bundled: dict) -> str:
     """Which model ``derain PHOTO`` runs on this CPU (derain.inference.model_choice, without torch)."""
     from derain.inference.hardware import STUDENT_KINDS, cpu_kind
+    from derain.weights import STUDENT
 
     kind = cpu_kind()
-    if kind in STUDENT_KINDS and "fastderain-student" in bundled:
-        return (f"This CPU ({kind.value}, no native bf16): derain PHOTO runs fastderain-student, the default "
+    if kind in STUDENT_KINDS and STUDENT in bundled:
+        return (f"This CPU ({kind.value}, no native bf16): derain PHOTO runs {STUDENT}, the default "
                 "model's CPU student; --model fastderain runs the full default model.")
     return f"This CPU ({kind.value}): derain PHOTO runs the default model."
 

@@ -16,9 +16,8 @@ from typing import Callable
 import torch
 
 from derain.inference.hardware import STUDENT_KINDS, CpuKind, cpu_kind
-from derain.weights import bundled_checkpoint
+from derain.weights import STUDENT, bundled_checkpoint
 
-STUDENT = "fastderain-student"  # the registry name (derain.models.registry)
 FULL_DEFAULT_HINT = "--model fastderain"  # what keeps the full default model on such a CPU
 
 _said: set[str] = set()

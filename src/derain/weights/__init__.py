@@ -12,7 +12,8 @@ DEFAULT_NAME = "default.safetensors"  # float16 tensors + JSON header (model nam
 # on Rain100L) stays selectable with ``--model fastderain-rain100l``.
 # The CPU student of the default model (configs/student_stage1.yaml) is what `derain photo.jpg` runs on x86 CPUs
 # without native bf16 (derain.inference.model_choice).
-BUNDLED = {"fastderain-rain100l": "rain100l.safetensors", "fastderain-student": "student.safetensors"}
+STUDENT = "fastderain-student"
+BUNDLED = {"fastderain-rain100l": "rain100l.safetensors", STUDENT: "student.safetensors"}
 
 
 def default_checkpoint() -> Path | None:
