@@ -126,3 +126,25 @@ def test_low_precision_residuals_keep_the_stream_in_bf16_and_the_function():
             hook.remove()
             assert out.dtype == torch.float32  # the image-level residual stays in the input's precision
     assert dtypes == {"base": torch.float32, "fast": torch.bfloat16}
+
+
+def test_a_coarser_student_starts_as_its_teacher_run_at_half_size():
+    # derain.models.fastderain.coarser_start_state_dict: the CPU student's exact start (scripts/make_student_start.py).
+    import torch.nn.functional as F
+
+    from derain.models.fastderain import FastDerain, coarser_start_state_dict
+
+    torch.manual_seed(0)
+    levels = dict(in_channels=3, widths=[8, 16, 32], enc_blocks=[1, 1, 2], dec_blocks=[1, 1])
+    teacher = FastDerain(unshuffle=1, **levels).eval()
+    with torch.no_grad():  # a head that is not zero, so the teacher removes something
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    student = FastDerain(unshuffle=2, **levels).eval()
+    student.load_state_dict(coarser_start_state_dict(teacher.state_dict(), student))
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        small = F.avg_pool2d(x, 2)
+        expected = x - F.interpolate(small - teacher(small), scale_factor=2, mode="nearest")
+        assert (expected - x).abs().max() > 1e-3
+        assert torch.allclose(student(x), expected, atol=1e-5)

@@ -286,10 +286,10 @@ def coarser_start_state_dict(source: dict[str, torch.Tensor], student: FastDerai
     ``x - nearest_upsample(source_rain(avg_pool(x, r)))``: the source network run at ``1/r`` of the size, a start
     that training then sharpens back to full resolution.
     """
-    teacher_r = int(round((source["stem.weight"].shape[1] / student.head.weight.shape[0]
-                           * student.unshuffle ** 2) ** 0.5)) if "stem.weight" in source else 1
-    r = student.unshuffle // max(teacher_r, 1)
-    if r < 1 or student.unshuffle % max(teacher_r, 1):
+    in_channels = student.head.weight.shape[0] // student.unshuffle ** 2
+    teacher_r = round((source["stem.weight"].shape[1] / in_channels) ** 0.5)  # the stem reads in_channels * r * r
+    r = student.unshuffle // teacher_r
+    if r < 1 or student.unshuffle % teacher_r:
         raise ValueError("the student's unshuffle must be a multiple of the source's")
     own = student.state_dict()
     source = unfolded_state_dict(dict(source), student)
