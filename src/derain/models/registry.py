@@ -119,6 +119,20 @@ register(ModelSpec(
                 "the default on x86 CPUs without native bf16 (bundled)",
 ))
 register(ModelSpec(
+    name="fastderain-experts",
+    builder="derain.models.experts:RainExperts",
+    size_multiple=8,  # both experts: three 2x downsamplings, no unshuffle stem
+    parameters=6_387_375,
+    default_config=dict(
+        light=dict(in_channels=3, widths=[32, 48, 96, 192], enc_blocks=[1, 1, 2, 2], dec_blocks=[1, 1, 2],
+                   unshuffle=1, rep=False, low_precision_residuals=True),
+        general=dict(in_channels=3, widths=[32, 48, 96, 192], enc_blocks=[1, 2, 3, 4], dec_blocks=[1, 2, 3],
+                     unshuffle=1, rep=False, low_precision_residuals=True),
+        gate_width=24, gate_scale=4),
+    description="The default model: a light-rain and a general FastDerain mixed per pixel by a learned gate "
+                "(light, heavy and real rain; bundled)",
+))
+register(ModelSpec(
     name="dmsr",
     builder="derain.models.dmsr:build_dmsr",
     # MPSRM pools the 1/4-scale features by 4 again and up-samples by exact factors of 2: sides of 16k.
