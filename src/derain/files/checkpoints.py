@@ -9,7 +9,8 @@ Accepted on load:
   ``derain run --weights FILE`` rebuild the network without being told its name or configuration
   (:func:`derain.weights.load.load_model`; for the other formats, :mod:`derain.models.detect` recognises the
   network from the weights' keys and shapes);
-- ``.safetensors`` files (when the ``safetensors`` package is installed), with our JSON header in the metadata.
+- ``.safetensors`` files (when the ``safetensors`` package is installed), with our JSON header in the metadata,
+  and with 8-bit weights where the header says so (:func:`save_checkpoint` with ``int8_weights``).
 
 ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes are stripped. Files are always read
 with ``map_location='cpu'`` and ``weights_only=True``: a GPU checkpoint loads on a CPU-only laptop, and a
@@ -30,6 +31,8 @@ from torch import nn
 from derain.errors import DerainError
 
 FORMAT_TAG = "derain"
+INT8_TAG = "int8_weights"  # header flag: weights stored as int8 with per-output-channel scales
+_SCALE_SUFFIX = ":int8_scale"
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network")
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -71,8 +74,36 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         raise DerainError(f"cannot read checkpoint {path}: {exc}") from None
     if meta.get("format") == FORMAT_TAG:
         header = json.loads(meta.get("derain", "{}"))
+        if header.get(INT8_TAG):
+            tensors = _from_int8(tensors)
         return {"format": FORMAT_TAG, "params": tensors, **header}
     return tensors
+
+
+def _to_int8(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every float weight of 2 or more dimensions as int8 with one float32 scale per output channel (its
+    largest magnitude / 127, rounded to nearest); biases and scales stay as they are."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in params.items():
+        if v.is_floating_point() and v.dim() >= 2:
+            w = v.float()
+            scale = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True).clamp_min(1e-12) / 127.0
+            out[k] = torch.round(w / scale).to(torch.int8)
+            out[k + _SCALE_SUFFIX] = scale.flatten()
+        else:
+            out[k] = v
+    return out
+
+
+def _from_int8(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The float32 weights :func:`_to_int8` stored."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in tensors.items():
+        if k.endswith(_SCALE_SUFFIX):
+            continue
+        scale = tensors.get(k + _SCALE_SUFFIX)
+        out[k] = v if scale is None else v.float() * scale.float().view(-1, *([1] * (v.dim() - 1)))
+    return out
 
 
 def extract_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -120,11 +151,14 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str 
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, config: Mapping[str, Any],
-                    extra: Mapping[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+                    extra: Mapping[str, Any] | None = None, dtype: torch.dtype | None = None,
+                    int8_weights: bool = False) -> Path:
     """Write a self-describing checkpoint atomically (``.safetensors`` or torch format by suffix).
 
     ``dtype`` stores floating-point tensors in that type (e.g. float16 halves a bundled model's size; they
-    are cast back to the network's float32 on load).
+    are cast back to the network's float32 on load). ``int8_weights`` (``.safetensors`` only) stores every
+    weight of 2 or more dimensions in 8 bits with a scale per output channel, a quarter of float32's size;
+    the reader restores float32 weights, so the network computes as before to that rounding.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +166,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, config:
     if dtype is not None:
         params = {k: v.to(dtype) if v.is_floating_point() else v for k, v in params.items()}
     header = {"model": model_name, "config": _plain(dict(config)), **_plain(dict(extra or {}))}
+    if int8_weights:
+        if path.suffix != ".safetensors":
+            raise DerainError("8-bit weights are written to .safetensors files only")
+        params, header = _to_int8(params), {**header, INT8_TAG: True}
     tmp = path.with_name(f".{path.name}.tmp")
     if path.suffix == ".safetensors":
         try:

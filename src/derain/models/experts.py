@@ -25,6 +25,22 @@ from torch import nn
 from derain.models.fastderain import FastDerain, unfolded_state_dict
 
 
+class _LeakySigmoid(torch.autograd.Function):
+    """The sigmoid, whose gradient never falls below ``floor`` (a tenth of its slope at the centre when 0.025)."""
+
+    @staticmethod
+    def forward(ctx: Any, logit: torch.Tensor, floor: float) -> torch.Tensor:
+        g = torch.sigmoid(logit)
+        ctx.save_for_backward(g)
+        ctx.floor = floor
+        return g
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (g,) = ctx.saved_tensors
+        return grad * (g * (1 - g)).clamp_min(ctx.floor), None
+
+
 class RainGate(nn.Module):
     """Per-pixel weight of the light-rain expert, from the input and both experts' rain layers.
 
@@ -45,6 +61,7 @@ class RainGate(nn.Module):
         # Rain layers are small (a few hundredths of full scale): amplify them before the first convolution,
         # so both inputs start on the scale of the image.
         self.rain_gain = 8.0
+        self.gradient_floor = 0.025
 
     def forward(self, x: torch.Tensor, light: torch.Tensor, general: torch.Tensor) -> torch.Tensor:
         dtype = self.entry.weight.dtype
@@ -55,7 +72,14 @@ class RainGate(nn.Module):
         f = f + self.context(f.mean(dim=(2, 3))).unsqueeze(-1).unsqueeze(-1)
         logit = self.head(self.act(self.mix(f)))
         logit = F.interpolate(logit.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.sigmoid(logit)
+        if not torch.is_grad_enabled():
+            return torch.sigmoid(logit)
+        # The loss is that of the mix, whose gradient reaches the logit times the sigmoid's slope: early in
+        # training, heavy rain (where the general expert wins by far) pushes every logit down until the slope
+        # vanishes and the gate is stuck at the general expert everywhere, light rain included (a first run did
+        # exactly that). A floor under the slope keeps the direction of the gradient: it still says which expert
+        # is better, so a saturated gate comes back where the light-rain expert wins.
+        return _LeakySigmoid.apply(logit, self.gradient_floor)
 
 
 class RainExperts(nn.Module):
