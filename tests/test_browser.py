@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from derain.files.imageio import read_uint8_rgb
+from derain.weights import DEFAULT
 from derain.inference.restore import InferenceOptions
 from derain.serve import ServeConfig, make_server
 
@@ -83,7 +84,7 @@ def job_items(driver):
 
 def open_page(driver, server):
     driver.get(server.url)
-    wait_for(driver, lambda d: d.find_element(By.ID, "model").get_attribute("value") == "fastderain",
+    wait_for(driver, lambda d: d.find_element(By.ID, "model").get_attribute("value") == DEFAULT,
              "the model menu was never filled from /api/config", 30)
 
 

@@ -277,12 +277,12 @@ def test_bundled_default_model_needs_no_flags(shared, tmp_path, monkeypatch, cap
     """`derain photo.png` with nothing else: the bundled model removes most of the rain of a Rain100L image."""
     from derain.files.imageio import read_uint8_rgb
     from derain.metrics import psnr_ssim
-    from derain.weights import default_checkpoint, default_model_name
+    from derain.weights import DEFAULT, default_checkpoint, default_model_name
 
     if default_checkpoint() is None:
         pytest.skip("no default model bundled in this checkout")
     assert default_checkpoint().stat().st_size <= 10 * 1024 * 1024
-    assert default_model_name() == "fastderain"
+    assert default_model_name() == DEFAULT
     rainy = shared("data/rain100l/rainy/rain-001.png")
     clean = read_uint8_rgb(shared("data/rain100l/clean/norain-001.png"))
     monkeypatch.chdir(tmp_path)

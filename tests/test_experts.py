@@ -102,6 +102,21 @@ def test_registered_default_configuration_matches_the_bundled_experts():
     assert count_parameters(net.general) == 4_056_499  # the general model (configs/general_stage2.yaml)
 
 
+def test_the_bundled_default_is_the_experts_in_8_bits():
+    from derain.weights import DEFAULT, default_checkpoint, default_model_name
+
+    path = default_checkpoint()
+    if path is None:
+        pytest.skip("no default model bundled in this checkout")
+    assert default_model_name() == DEFAULT
+    stored = read_checkpoint(path)
+    assert stored["int8_weights"] is True and path.stat().st_size <= 10 * 1024 * 1024
+    assert "freeze_experts" not in stored["config"]  # a fine-tune of the bundle trains all of it
+    net, name = load_model(None, path)
+    assert name == DEFAULT and isinstance(net, RainExperts)
+    assert all(p.requires_grad for p in net.parameters())
+
+
 def test_start_script_composes_two_trained_experts_exactly(tmp_path):
     light = randomised(FastDerain(**LIGHT), seed=5)
     general = randomised(FastDerain(**GENERAL), seed=6)

@@ -11,7 +11,7 @@ import torch
 from derain.inference import model_choice
 from derain.inference.hardware import CpuKind, cpu_kind
 from derain.inference.model_choice import STUDENT, default_model_for
-from derain.weights import bundled_checkpoint
+from derain.weights import DEFAULT, bundled_checkpoint
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -29,7 +29,7 @@ def student_bundled(monkeypatch, tmp_path):
 def test_cpus_without_native_bf16_get_the_student_and_are_told_once(student_bundled, kind):
     said: list[str] = []
     assert default_model_for(None, None, CPU, kind, say=said.append) == STUDENT
-    assert len(said) == 1 and kind.value in said[0] and "--model fastderain" in said[0]
+    assert len(said) == 1 and kind.value in said[0] and f"--model {DEFAULT}" in said[0]
 
 
 @pytest.mark.parametrize("kind", [CpuKind.BF16, CpuKind.OTHER])
@@ -75,8 +75,8 @@ def test_derain_run_on_an_avx2_cpu_runs_the_bundled_student(monkeypatch, tmp_pat
     assert f'"model": "{STUDENT}"' in captured.out
     assert read_uint8_rgb(tmp_path / "out" / "rainy.png").shape == (40, 56, 3)
     # Naming the full default keeps it.
-    assert main(["run", str(src), "-o", str(tmp_path / "full"), "--json", "--model", "fastderain"]) == 0
-    assert '"model": "fastderain"' in capsys.readouterr().out
+    assert main(["run", str(src), "-o", str(tmp_path / "full"), "--json", "--model", DEFAULT]) == 0
+    assert f'"model": "{DEFAULT}"' in capsys.readouterr().out
     assert cpu_kind() is not None  # the real detection still answers (the fake was only for the choice)
 
 
@@ -87,7 +87,7 @@ def test_derain_models_says_which_model_this_cpu_runs(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_kind", lambda: CpuKind.AVX2)
     with_student = {STUDENT: (Path("student.safetensors"), False, {})}
     assert "runs fastderain-student" in models._this_cpu(with_student)
-    assert "--model fastderain" in models._this_cpu(with_student)
+    assert f"--model {DEFAULT}" in models._this_cpu(with_student)
     assert "runs the default model" in models._this_cpu({})
     monkeypatch.setattr(hardware, "cpu_kind", lambda: CpuKind.BF16)
     assert "runs the default model" in models._this_cpu(with_student)

@@ -28,6 +28,7 @@ from derain.files.imageio import read_image, read_uint8_rgb
 from derain.inference.restore import InferenceOptions, count_tiles
 from derain.serve import ServeConfig, make_server
 from derain.serve.catalog import ModelChoice, build_catalog
+from derain.weights import DEFAULT
 
 PHOTO = "data/real-rain/96.jpg"  # 745x466, streaks over a dark wall on both sides of two faces
 # Small tiles so that this 0.35 MP photo runs in several tiles and the progress counts them.
@@ -119,9 +120,9 @@ def test_only_the_page_files_are_served(server, path):
 def test_config_offers_the_bundled_model_and_the_limits(server):
     status, config = server.json("GET", "/api/config")
     assert status == 200
-    assert config["default_model"] == "fastderain"
+    assert config["default_model"] == DEFAULT
     # The default first, then the other bundled models (the specialist, the CPU student).
-    assert [m["name"] for m in config["models"]] == ["fastderain", "fastderain-rain100l", "fastderain-student"]
+    assert [m["name"] for m in config["models"]] == [DEFAULT, "fastderain-rain100l", "fastderain-student"]
     assert config["models"][0]["tasks"] == []  # not an all-in-one model: the page hides the task menu
     assert config["max_upload_bytes"] == MAX_UPLOAD and config["max_megapixels"] == MAX_PIXELS / 1e6
 
@@ -261,7 +262,7 @@ def test_unknown_model_or_task_is_refused_by_name(server, shared):
     photo = shared(PHOTO).read_bytes()
     status, reply = server.upload(photo, model="restormer")
     assert status == 400 and "unknown model 'restormer'" in reply["error"] and "fastderain" in reply["error"]
-    status, reply = server.json("POST", "/api/jobs?model=fastderain&task=dehaze", photo)
+    status, reply = server.json("POST", f"/api/jobs?model={DEFAULT}&task=dehaze", photo)
     assert status == 400 and "no task 'dehaze'" in reply["error"]
 
 
@@ -292,7 +293,7 @@ def test_a_failed_photo_shows_its_message_and_the_queue_goes_on(shared):
     srv = Server(ServeConfig(port=0, keep=2), catalog=catalog)
     try:
         ids = [srv.upload(photo, name=f"{i}.jpg", model=m)[1]["id"] for i, m in
-               enumerate(["fastderain", "broken", "fastderain"])]
+               enumerate([DEFAULT, "broken", DEFAULT])]
         first, failed, last = (srv.wait(i) for i in ids)
         assert first["state"] == "done" and last["state"] == "done"
         assert failed["state"] == "failed"
@@ -321,7 +322,7 @@ def test_derain_serve_command_serves_the_page_until_interrupted():
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         line = proc.stdout.readline()
-        match = re.search(r"serving on http://localhost:(\d+)/ \(models: fastderain, fastderain-rain100l, fastderain-student; "
+        match = re.search(r"serving on http://localhost:(\d+)/ \(models: " + DEFAULT + r", fastderain-rain100l, fastderain-student; "
                           r"uploads up to 5 MB", line)
         assert match, f"unexpected first line {line!r}"
         conn = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=30)
@@ -523,7 +524,7 @@ def test_multipart_form_upload_is_queued_like_a_raw_one(server):
     assert results[0] == results[1]
 
     # A form without a file says how to send one.
-    body, content_type = multipart({"model": "fastderain"}, {})
+    body, content_type = multipart({"model": DEFAULT}, {})
     status, reply = server.json("POST", "/api/jobs", body, headers={"Content-Type": content_type})
     assert status == 400 and "file=@" in reply["error"]
     status, reply = server.json("POST", "/api/jobs", b"--x\r\n", headers={"Content-Type": "multipart/form-data"})
@@ -575,7 +576,7 @@ def test_synchronous_derain_returns_the_image(server):
 def test_health(server):
     status, health = server.json("GET", "/api/health")
     assert status == 200 and health["status"] == "ok"
-    assert health["models"] == ["fastderain", "fastderain-rain100l", "fastderain-student"]
+    assert health["models"] == [DEFAULT, "fastderain-rain100l", "fastderain-student"]
     assert health["device"] == "cpu"
     assert set(health["jobs"]) == {"queued", "running", "done", "failed"}
 
@@ -643,6 +644,6 @@ def test_on_a_cpu_without_native_bf16_the_page_starts_on_the_cpu_student(monkeyp
     monkeypatch.setattr(model_choice, "cpu_kind", lambda: CpuKind.AVX2)
     monkeypatch.setattr(model_choice, "_said", set())
     catalog = build_catalog([], torch.device("cpu"))
-    assert list(catalog)[0] == "fastderain-student" and "fastderain" in catalog
+    assert list(catalog)[0] == "fastderain-student" and DEFAULT in catalog
     monkeypatch.setattr(model_choice, "cpu_kind", lambda: CpuKind.BF16)
-    assert list(build_catalog([], torch.device("cpu")))[0] == "fastderain"
+    assert list(build_catalog([], torch.device("cpu")))[0] == DEFAULT

@@ -72,7 +72,8 @@ def run_bench(job: BenchJob) -> BenchResult:
                         job.overwrite)
     device = resolve_device(job.device)
     model, name = load_model(job.model, weights)
-    parameters = count_parameters(model)  # of the network as trained (folding can add biases)
+    # Of the network as trained (folding can add biases), frozen parts included.
+    parameters = count_parameters(model, trainable_only=False)
     model = prepare_for(model.to(device), job.options, device)
     multiple = get_spec(name).size_multiple
 

@@ -13,6 +13,7 @@ import textwrap
 from math import prod
 from pathlib import Path
 
+from derain.files import INT8_SCALE_SUFFIX
 from derain.models.registry import ModelSpec, get_spec, list_specs
 
 WIDTH = 100  # longest line printed
@@ -44,9 +45,10 @@ def bundled_weights() -> dict[str, tuple[Path, bool, dict]]:
 
 
 def parameters_in(header: dict) -> int:
-    """Parameter values held in a safetensors header (normalisation statistics left out)."""
+    """Parameter values held in a safetensors header (normalisation statistics and 8-bit weights' scales left
+    out)."""
     return sum(prod(entry["shape"]) for name, entry in header.items()
-               if name != "__metadata__" and not name.endswith(_BUFFERS))
+               if name != "__metadata__" and not name.endswith((*_BUFFERS, INT8_SCALE_SUFFIX)))
 
 
 def _parameters(spec: ModelSpec) -> int:
@@ -88,12 +90,12 @@ def models_table() -> str:
 def _this_cpu(bundled: dict) -> str:
     """Which model ``derain PHOTO`` runs on this CPU (derain.inference.model_choice, without torch)."""
     from derain.inference.hardware import STUDENT_KINDS, cpu_kind
-    from derain.weights import STUDENT
+    from derain.weights import DEFAULT, STUDENT
 
     kind = cpu_kind()
     if kind in STUDENT_KINDS and STUDENT in bundled:
         return (f"This CPU ({kind.value}, no native bf16): derain PHOTO runs {STUDENT}, the default "
-                "model's CPU student; --model fastderain runs the full default model.")
+                f"model's CPU student; --model {DEFAULT} runs the full default model.")
     return f"This CPU ({kind.value}): derain PHOTO runs the default model."
 
 

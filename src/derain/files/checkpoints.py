@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from derain.errors import DerainError
+from derain.files import INT8_SCALE_SUFFIX
 
 FORMAT_TAG = "derain"
 INT8_TAG = "int8_weights"  # header flag: weights stored as int8 with per-output-channel scales
-_SCALE_SUFFIX = ":int8_scale"
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network")
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -89,7 +89,7 @@ def _to_int8(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             w = v.float()
             scale = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True).clamp_min(1e-12) / 127.0
             out[k] = torch.round(w / scale).to(torch.int8)
-            out[k + _SCALE_SUFFIX] = scale.flatten()
+            out[k + INT8_SCALE_SUFFIX] = scale.flatten()
         else:
             out[k] = v
     return out
@@ -99,9 +99,9 @@ def _from_int8(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The float32 weights :func:`_to_int8` stored."""
     out: dict[str, torch.Tensor] = {}
     for k, v in tensors.items():
-        if k.endswith(_SCALE_SUFFIX):
+        if k.endswith(INT8_SCALE_SUFFIX):
             continue
-        scale = tensors.get(k + _SCALE_SUFFIX)
+        scale = tensors.get(k + INT8_SCALE_SUFFIX)
         out[k] = v if scale is None else v.float() * scale.float().view(-1, *([1] * (v.dim() - 1)))
     return out
 

@@ -5,7 +5,7 @@ The default model needs native bf16 to run a 481x321 photo within a quarter of a
 with it on a Zen 5, 259 ms in float32 there, several times slower on an AVX2-only CPU). Its student
 (``fastderain-student``, configs/student_stage1.yaml) runs the same levels on a 2x unshuffled image: 3.9x
 fewer multiply-adds. On x86 CPUs without native bf16 (AVX2 only, AVX-VNNI, AVX-512 VNNI) the student is the
-default; ``--model fastderain`` (or any ``--weights``) keeps the full model. GPUs and CPUs of other kinds
+default; ``--model fastderain-experts`` (or any ``--weights``) keeps the full model. GPUs and CPUs of other kinds
 (ARM, where nothing was measured) keep the full model.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Callable
 import torch
 
 from derain.inference.hardware import STUDENT_KINDS, CpuKind, cpu_kind
-from derain.weights import STUDENT, bundled_checkpoint
+from derain.weights import DEFAULT, STUDENT, bundled_checkpoint
 
-FULL_DEFAULT_HINT = "--model fastderain"  # what keeps the full default model on such a CPU
+FULL_DEFAULT_HINT = f"--model {DEFAULT}"  # what keeps the full default model on such a CPU
 
 _said: set[str] = set()
 

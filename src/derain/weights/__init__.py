@@ -13,6 +13,9 @@ DEFAULT_NAME = "default.safetensors"  # float16 tensors + JSON header (model nam
 # The CPU student of the default model (configs/student_stage1.yaml) is what `derain photo.jpg` runs on x86 CPUs
 # without native bf16 (derain.inference.model_choice).
 STUDENT = "fastderain-student"
+# The default model's registry name (its bundled file's header says the same; tests/test_experts.py checks it):
+# what `--model` names to keep it where the student would be chosen.
+DEFAULT = "fastderain-experts"
 BUNDLED = {"fastderain-rain100l": "rain100l.safetensors", STUDENT: "student.safetensors"}
 
 
