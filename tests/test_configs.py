@@ -24,7 +24,7 @@ def test_the_tree_holds_what_a_user_runs_and_an_archive():
     top = {path.name for path in CONFIGS.glob("*.yaml")}
     assert {"default_model.yaml", "general_stage1.yaml", "general_stage2.yaml", "rain100l_model.yaml",
             "dmsr_rain100l.yaml", "mspfn_rain100l.yaml", "fsderain_paired.yaml", "fsdrnet_small_five_tasks.yaml",
-            "equal_cost_fastderain.yaml", "student_stage1.yaml"} <= top
+            "equal_cost_fastderain.yaml", "student_stage1.yaml", "default_experts.yaml"} <= top
     archived = list((CONFIGS / "archive").glob("*.yaml"))
     assert archived and not top & {path.name for path in archived}
 

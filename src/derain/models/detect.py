@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from derain.errors import DerainError
-from derain.models.registry import build, list_specs
+from derain.models.registry import build, get_spec, list_specs
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -100,6 +100,22 @@ def _fastderain(s: Shapes) -> dict[str, Any] | None:
     if full:
         config.update(full_width=s["full_stem.weight"][0],
                       full_blocks=[_count(s, "full_encoder"), _count(s, "full_decoder")])
+    return config
+
+
+def _experts(s: Shapes) -> dict[str, Any] | None:
+    """The rain experts: two FastDerain configurations under ``light.`` and ``general.``, and the gate's width.
+    What the weights do not show (``low_precision_residuals``, the gate's scale) keeps the registry's values."""
+    if "gate.entry.weight" not in s:
+        return None
+    defaults = get_spec("fastderain-experts").default_config
+    config: dict[str, Any] = {}
+    for part in ("light", "general"):
+        found = _fastderain({k[len(part) + 1:]: v for k, v in s.items() if k.startswith(part + ".")})
+        if found is None:
+            return None
+        config[part] = {**defaults[part], **found}
+    config["gate_width"] = s["gate.entry.weight"][0]
     return config
 
 
@@ -186,6 +202,7 @@ _READERS: dict[str, Callable[[Shapes], dict[str, Any] | None]] = {
     "derain.models.restormer:Restormer": _restormer,
     "derain.models.unshuffled:build_restormer_small": _restormer_small,
     "derain.models.fastderain:FastDerain": _fastderain,
+    "derain.models.experts:RainExperts": _experts,
     "derain.models.dmsr:build_dmsr": _dmsr,
     "derain.models.unshuffled:build_dmsr_small": _dmsr_small,
     "derain.models.mspfn:build_mspfn": _mspfn,

@@ -1,8 +1,8 @@
 """The bundled models: trained checkpoints shipped inside the package, so that ``derain photo.jpg`` works with
-nothing downloaded. ``default.safetensors`` holds the default model (configs/default_model.yaml's last stage),
-``rain100l.safetensors`` the Rain100L specialist (configs/rain100l_model.yaml) and ``student.safetensors`` the CPU
-student (configs/student_stage1.yaml); :func:`default_checkpoint` is None only in a checkout whose weight files
-are missing."""
+nothing downloaded. ``default.safetensors`` holds the default model, the rain experts (configs/default_experts.yaml,
+8-bit weights), ``rain100l.safetensors`` the Rain100L specialist (configs/rain100l_model.yaml) and
+``student.safetensors`` the CPU student (configs/student_stage1.yaml); :func:`default_checkpoint` is None only in
+a checkout whose weight files are missing."""
 from __future__ import annotations
 
 from pathlib import Path
