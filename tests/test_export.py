@@ -8,15 +8,18 @@ import torch
 pytest.importorskip("onnxruntime", reason="ONNX tests need the onnx extra: pip install -e '.[onnx]'")
 pytest.importorskip("onnxscript", reason="ONNX tests need the onnx extra: pip install -e '.[onnx]'")
 
-from derain.weights.load import load_model  # noqa: E402
 from derain.cli import main  # noqa: E402
-from derain.errors import DerainError  # noqa: E402
-from derain.inference.onnx import OnnxModel, export_onnx  # noqa: E402
 from derain.commands.export import export_checkpoint  # noqa: E402
+from derain.errors import DerainError  # noqa: E402
 from derain.files.imageio import read_uint8_rgb  # noqa: E402
+from derain.inference.onnx import OnnxModel, export_onnx  # noqa: E402
 from derain.inference.restore import InferenceOptions, restore  # noqa: E402
 from derain.models import build  # noqa: E402
-from derain.weights import default_checkpoint  # noqa: E402
+from derain.weights import (
+    DEFAULT,
+    default_checkpoint,  # noqa: E402
+)
+from derain.weights.load import load_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def test_export_is_checked_and_self_describing(bundled_onnx):
     assert (h, w) != (64, 96) and h != w  # checked on a size other than the traced one
     model = OnnxModel(path)
     net, _ = load_model(None, str(default_checkpoint()))
-    assert (model.name, model.size_multiple) == ("fastderain", net.size_multiple)  # what the network declares
+    assert (model.name, model.size_multiple) == (DEFAULT, net.size_multiple)  # what the network declares
 
 
 def test_onnxruntime_restores_a_rain100l_image_like_pytorch(bundled_onnx, shared):

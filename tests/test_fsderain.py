@@ -9,10 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from derain.weights.load import load_model
-from derain.files.checkpoints import read_checkpoint, save_checkpoint
 from derain.cli import main
 from derain.errors import DerainError
+from derain.files.checkpoints import read_checkpoint, save_checkpoint
 from derain.fsderain.config import LossConfig, load_finetune_config
 from derain.fsderain.contrastive import clean_class_nce, contrastive_loss, info_nce, triplet
 from derain.fsderain.encoder import FrequencyEncoder
@@ -20,9 +19,10 @@ from derain.fsderain.finetune import ResizedPairs, finetune
 from derain.fsderain.frequency import disc_mask, high_pass_amplitude, low_pass_spectrum
 from derain.fsderain.objective import FSDerainObjective, ssim_without_gradient
 from derain.fsderain.unpaired import UnpairedObjective
-from derain.models import build
 from derain.losses.vgg import Perceptual, VGG16Trunk, save_torchvision_format
-from derain.weights import default_checkpoint
+from derain.models import build
+from derain.weights import DEFAULT, default_checkpoint
+from derain.weights.load import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["data.patch=32", "data.batch=2", "log_every=1", "threads=1", "precision=fp32", "device=cpu"]
@@ -221,7 +221,7 @@ def test_paired_finetune_from_the_default_model(shared, tmp_path, capsys) -> Non
     log = (tmp_path / "run" / "train.log").read_text()
     assert "perceptual" in log and "val 1 pairs matlab-y PSNR" in log and "step 2/2" in log
     saved = read_checkpoint(last)
-    assert saved["model"] == "fastderain" and saved["recipe"] == "fsderain"
+    assert saved["model"] == DEFAULT and saved["recipe"] == "fsderain"
     before, _ = load_model(None, start)
     after, _ = load_model(None, last)
     assert set(saved["params"]) == set(before.state_dict())  # the network only: no FrequencyEncoder
@@ -260,7 +260,7 @@ def test_unpaired_finetune_on_real_rain(shared, tmp_path) -> None:
     log = (tmp_path / "run" / "train.log").read_text()
     assert "unpaired (our extension)" in log and "low_freq" in log and "step 2/2" in log
     net, name = load_model(None, last)
-    assert name == "fastderain"
+    assert name == DEFAULT
     assert read_checkpoint(last)["recipe"] == "fsderain-unpaired"
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from derain.cli import main
 from derain.files.imageio import read_provenance, read_uint8_rgb
+from derain.weights import DEFAULT
 
 SMALL = (72, 56)  # width, height: small enough for the bundled model to be quick, large enough to see rain
 
@@ -103,14 +104,14 @@ def test_outputs_record_their_model_and_other_models_outputs_are_made_again(phot
 
     code, stdout, _ = cli(photo, "-o", out, "-q", capsys=capsys)  # the default model: another network
     assert code == 0 and "made again" in stdout
-    assert "model=fastderain " in read_provenance(result) + " " and result.read_bytes() != old
+    assert f"model={DEFAULT} " in read_provenance(result) + " " and result.read_bytes() != old
 
     code, stdout, _ = cli(photo, "-o", out, "-q", capsys=capsys)  # the same model and weights: kept
     assert code == 0 and "skipped 1 existing" in stdout
 
     code, stdout, _ = cli(photo, "-o", out, "--model", "fastderain-rain100l", "--keep-existing", "-q",
                           capsys=capsys)
-    assert code == 0 and "skipped 1 existing" in stdout and "model=fastderain " in read_provenance(result) + " "
+    assert code == 0 and "skipped 1 existing" in stdout and f"model={DEFAULT} " in read_provenance(result) + " "
 
 
 def test_a_file_derain_did_not_make_is_never_replaced_without_overwrite(photo, tmp_path, capsys):
@@ -194,7 +195,7 @@ def test_recursive_mirrors_the_tree_with_a_name_suffix_and_json(photo, tmp_path,
     assert (out / "top_derained.jpg").exists() and (out / "a" / "b" / "deep_derained.jpg").exists()
     lines = [json.loads(line) for line in stdout.splitlines()]
     assert sorted(Path(r["output"]).name for r in lines) == ["deep_derained.jpg", "top_derained.jpg"]
-    assert {r["status"] for r in lines} == {"written"} and all(r["model"] == "fastderain" for r in lines)
+    assert {r["status"] for r in lines} == {"written"} and all(r["model"] == DEFAULT for r in lines)
     assert all(r["seconds"] > 0 for r in lines)
 
     code, stdout, _ = cli(tree, "-o", out, "--recursive", "--suffix", "_derained", "--json", capsys=capsys)
