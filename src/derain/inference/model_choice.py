@@ -4,9 +4,9 @@ CPUs where the default is too slow.
 The default model needs native bf16 to run a 481x321 photo within a quarter of a second on two cores (190.3 ms
 with it on a Zen 5, 329.7 ms in float32 there, several times slower on an AVX2-only CPU). The student
 (``fastderain-student``, configs/student_stage1.yaml) runs the levels of its general network on a 2x
-unshuffled image: 3.9x fewer multiply-adds than that network alone. On x86 CPUs without native bf16 (AVX2 only, AVX-VNNI, AVX-512 VNNI) the student is the
-default; ``--model fastderain-experts`` (or any ``--weights``) keeps the full model. GPUs and CPUs of other kinds
-(ARM, where nothing was measured) keep the full model.
+unshuffled image: 3.9x fewer multiply-adds than that network alone. On x86 CPUs without native bf16 (AVX2
+only, AVX-VNNI, AVX-512 VNNI) the student is the default; ``--model fastderain-experts`` (or any ``--weights``)
+keeps the full model. GPUs and CPUs of other kinds (ARM, where nothing was measured) keep the full model.
 """
 from __future__ import annotations
 

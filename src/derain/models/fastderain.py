@@ -1,4 +1,4 @@
-"""FastDerain: the default model, a conv U-Net built for quality per CPU-millisecond.
+"""FastDerain: a conv U-Net built for quality per CPU-millisecond, the network of the default model's experts.
 
 Design (measured on a 2-core AVX-512 BF16 CPU, see docs/journal/fastderain.md):
 

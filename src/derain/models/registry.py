@@ -97,7 +97,8 @@ register(ModelSpec(
     parameters=3_165_996,
     default_config=dict(in_channels=3, widths=[32, 64, 128, 192], enc_blocks=[2, 2, 2, 2], dec_blocks=[2, 2, 2],
                         unshuffle=2, rep=False),
-    description="FastDerain, the default model: pixel-unshuffle residual conv U-Net built for CPU speed",
+    description="FastDerain: pixel-unshuffle residual conv U-Net built for CPU speed (the default model's two "
+                "experts and its student are FastDerains)",
 ))
 register(ModelSpec(
     name="fastderain-rain100l",
@@ -115,8 +116,8 @@ register(ModelSpec(
     parameters=4_061_692,
     default_config=dict(in_channels=3, widths=[32, 48, 96, 192], enc_blocks=[1, 2, 3, 4], dec_blocks=[1, 2, 3],
                         unshuffle=2, rep=False, low_precision_residuals=True),
-    description="The default model's CPU student: its levels on a 2x unshuffled image (3.9x fewer multiply-adds); "
-                "the default on x86 CPUs without native bf16 (bundled)",
+    description="The CPU student of the default's general expert: its levels on a 2x unshuffled image (3.9x fewer "
+                "multiply-adds); the default on x86 CPUs without native bf16 (bundled)",
 ))
 register(ModelSpec(
     name="fastderain-experts",
