@@ -59,6 +59,22 @@ def test_a_saturated_gate_gives_one_expert_exactly(bias, expert):
         assert torch.allclose(net(x), getattr(net, expert)(x), atol=1e-6)
 
 
+def test_a_saturated_gate_still_learns_which_expert_is_better():
+    """The gradient floor: a gate pushed to the general expert gets a gradient towards the light one where the
+    light one is right (a plain sigmoid's would be ~1e-13 at this logit)."""
+    net = experts()
+    with torch.no_grad():
+        net.gate.head.weight.zero_()
+        net.gate.head.bias.fill_(-30.0)
+    x = image()
+    with torch.no_grad():
+        target = net.light(x)  # the light expert is exactly right
+    loss = ((net(x) - target) ** 2).mean()
+    loss.backward()
+    grad = net.gate.head.bias.grad
+    assert grad is not None and float(grad) < -1e-6  # descending raises the logit: towards the light expert
+
+
 def test_the_gate_takes_any_size_and_the_experts_their_multiple():
     net = experts()
     x = image(37, 51)
