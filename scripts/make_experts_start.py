@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 
 from derain.errors import DerainError
-from derain.files.checkpoints import read_checkpoint, save_checkpoint
+from derain.files.checkpoints import extract_state_dict, read_checkpoint, save_checkpoint
 from derain.models.registry import build, get_spec
-from derain.weights.load import load_model
 
 NAME = "fastderain-experts"
 
@@ -31,18 +30,17 @@ def main() -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--seed", type=int, default=0, help="seed of the gate's initial weights")
     args = parser.parse_args()
-    try:
-        light, _ = load_model(None, args.light)
-        general, _ = load_model(None, args.general)
+    try:  # each file read once: its configuration and its weights
+        light, general = read_checkpoint(args.light), read_checkpoint(args.general)
     except DerainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = {**get_spec(NAME).default_config, "light": read_checkpoint(args.light)["config"],
-              "general": read_checkpoint(args.general)["config"]}
+    config = {**get_spec(NAME).default_config, "light": light["config"], "general": general["config"]}
     torch.manual_seed(args.seed)
     net = build(NAME, **config)
-    state = net.composed_state_dict(light.state_dict(), general.state_dict(), net.gate.state_dict())
-    net.load_state_dict(state)
+    # RainExperts.load_state_dict takes each expert in its training or folded form, as FastDerain does.
+    net.load_state_dict(net.composed_state_dict(extract_state_dict(light), extract_state_dict(general),
+                                                net.gate.state_dict()))
     save_checkpoint(args.out, net, NAME, config)
     print(f"wrote {args.out}")
     return 0
